@@ -1,0 +1,1 @@
+"""Who is calling and may they: bearer parsing, Entra validation, JWKS cache, Graph pre-authorization."""

@@ -1,0 +1,360 @@
+"""The embedded development issuer: a real OIDC/JWKS endpoint and token endpoint over HTTPS on loopback.
+
+`lkps dev` points the gateway at it exactly as production points at Entra (discovery, JWKS, issuer and
+audience checks all run unchanged), and MSAL can use it with `instance_discovery=False`. MSAL only talks
+to https authorities, so the issuer has its own CA; clients trust `ca.pem` from the state directory.
+Key material persists there so tokens and trust survive restarts. It binds to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+_DEV_NAMESPACE = uuid.UUID("6b1d3a52-5a43-4b5e-9f0a-6c6b7073a1d1")  # stable ids across restarts
+TOKEN_LIFETIME_SECONDS = 3600
+
+
+@dataclass
+class DevClient:
+    client_id: str
+    secret: str
+    roles: list[str]
+    description: str
+
+
+@dataclass
+class DevIdentity:
+    """What the issuer and the gateway must agree on; saved as `identity.json` in the state directory."""
+
+    tenant_id: str
+    api_app_id: str  # lkps's own app registration: the v2 `aud`
+    api_uri: str  # its App ID URI
+    spa_client_id: str  # the public client user tokens are issued to
+    user_scope: str
+    client_role: str
+    agent_role: str
+    livekit_api_key: str
+    livekit_api_secret: str
+    clients: dict[str, DevClient] = field(default_factory=dict)
+
+    @property
+    def audiences(self) -> tuple[str, str]:
+        return (self.api_app_id, self.api_uri)
+
+
+class DevState:
+    """Key material and identities under one directory, created on first use."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.ca_path = self.dir / "ca.pem"
+        self.identity = self._identity()
+        self.signing_key = self._rsa_key("signing-key.pem")
+        self.kid = _kid(self.signing_key.public_key())
+        self._ensure_tls()
+
+    @property
+    def server_cert_path(self) -> Path:
+        return self.dir / "server.pem"
+
+    @property
+    def server_key_path(self) -> Path:
+        return self.dir / "server-key.pem"
+
+    def _identity(self) -> DevIdentity:
+        path = self.dir / "identity.json"
+        if path.exists():
+            raw = json.loads(path.read_text())
+            raw["clients"] = {k: DevClient(**v) for k, v in raw["clients"].items()}
+            return DevIdentity(**raw)
+        agent_id = str(uuid.uuid5(_DEV_NAMESPACE, "demo-agent"))
+        client_id = str(uuid.uuid5(_DEV_NAMESPACE, "demo-backend"))
+        identity = DevIdentity(
+            tenant_id=str(uuid.uuid5(_DEV_NAMESPACE, "tenant")),
+            api_app_id=str(uuid.uuid5(_DEV_NAMESPACE, "lkps-api")),
+            api_uri="api://lkps-dev",
+            spa_client_id=str(uuid.uuid5(_DEV_NAMESPACE, "demo-spa")),
+            user_scope="access_as_user",
+            client_role="Session.Start",
+            agent_role="Agent.Register",
+            livekit_api_key="lkps-dev",
+            livekit_api_secret=base64.urlsafe_b64encode(os.urandom(33)).decode(),
+            clients={
+                client_id: DevClient(client_id, _secret(), ["Session.Start"], "demo backend service"),
+                agent_id: DevClient(agent_id, _secret(), ["Agent.Register"], "demo agent"),
+            },
+        )
+        data = asdict(identity)
+        path.write_text(json.dumps(data, indent=2))
+        path.chmod(0o600)
+        return identity
+
+    def client(self, description: str) -> DevClient:
+        return next(c for c in self.identity.clients.values() if c.description == description)
+
+    def _rsa_key(self, name: str) -> rsa.RSAPrivateKey:
+        path = self.dir / name
+        if path.exists():
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            assert isinstance(key, rsa.RSAPrivateKey)
+            return key
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        path.chmod(0o600)
+        return key
+
+    def _ensure_tls(self) -> None:
+        if self.ca_path.exists() and self.server_cert_path.exists() and self.server_key_path.exists():
+            return
+        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        now = dt.datetime.now(dt.UTC)
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lkps dev CA")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=825))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                    encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        server_key = self._rsa_key("server-key.pem")
+        server_cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name)
+            .public_key(server_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=825))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        self.server_cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+        self.ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    # --- tokens -------------------------------------------------------------------------------------
+
+    def issuer(self, authority: str) -> str:
+        return f"{authority}/{self.identity.tenant_id}/v2.0"
+
+    def _sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self.signing_key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
+
+    def _base_claims(self, authority: str, lifetime: int) -> dict[str, Any]:
+        now = int(time.time())
+        return {
+            "aud": self.identity.api_app_id,
+            "iss": self.issuer(authority),
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "tid": self.identity.tenant_id,
+            "ver": "2.0",
+            "uti": base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="),
+        }
+
+    def app_token(self, authority: str, client: DevClient, lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
+        """What Entra issues to a confidential client (client credentials flow): idtyp=app, roles, no scp."""
+        principal = str(uuid.uuid5(_DEV_NAMESPACE, f"sp:{client.client_id}"))
+        claims = self._base_claims(authority, lifetime) | {
+            "azp": client.client_id,
+            "azpacr": "1",
+            "idtyp": "app",
+            "oid": principal,
+            "sub": principal,
+            "roles": client.roles,
+        }
+        return self._sign(claims)
+
+    def user_token(self, authority: str, user: str, lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
+        """What Entra issues to the SPA for a signed-in user (delegated): idtyp=user, scp, the user's ids."""
+        oid = str(uuid.uuid5(_DEV_NAMESPACE, f"user:{user}"))
+        claims = self._base_claims(authority, lifetime) | {
+            "azp": self.identity.spa_client_id,
+            "azpacr": "0",
+            "idtyp": "user",
+            "oid": oid,
+            "sub": base64.urlsafe_b64encode(hashlib.sha256(oid.encode()).digest()[:24]).decode(),
+            "scp": self.identity.user_scope,
+            "name": user.title(),
+            "preferred_username": f"{user}@dev.lkps.invalid",
+            "cwid": user.upper(),
+        }
+        return self._sign(claims)
+
+    def discovery(self, authority: str) -> dict[str, Any]:
+        base = f"{authority}/{self.identity.tenant_id}"
+        return {
+            "issuer": self.issuer(authority),
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post"],
+            "grant_types_supported": ["client_credentials"],
+            "tenant_region_scope": "dev",
+        }
+
+    def jwks(self, authority: str) -> dict[str, Any]:
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.signing_key.public_key()))
+        authority_template = "{tenantid}"
+        return {
+            "keys": [
+                jwk
+                | {
+                    "kid": self.kid,
+                    "use": "sig",
+                    # Entra templates the issuer per key; validators substitute the token's tenant.
+                    "issuer": f"{authority}/{authority_template}/v2.0",
+                }
+            ]
+        }
+
+    def token_response(self, authority: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """The OAuth2 token endpoint (client credentials with a client secret), with Entra's error shapes."""
+        if form.get("grant_type") != "client_credentials":
+            return 400, _oauth_error("unsupported_grant_type", "Only client_credentials is supported here.")
+        client = self.identity.clients.get(form.get("client_id", ""))
+        secret = form.get("client_secret", "")
+        if client is None or not hmac.compare_digest(secret.encode(), client.secret.encode()):
+            return 401, _oauth_error("invalid_client", "Unknown client or wrong client secret.")
+        scope = form.get("scope", "")
+        resource = scope.removesuffix("/.default")
+        if not scope.endswith("/.default") or resource not in self.identity.audiences:
+            return 400, _oauth_error(
+                "invalid_scope", f"Request '{self.identity.api_uri}/.default' (client credentials)."
+            )
+        return 200, {
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME_SECONDS - 1,
+            "ext_expires_in": TOKEN_LIFETIME_SECONDS - 1,
+            "access_token": self.app_token(authority, client),
+        }
+
+
+def _oauth_error(code: str, description: str) -> dict[str, Any]:
+    return {"error": code, "error_description": description, "error_codes": [], "timestamp": ""}
+
+
+def _secret() -> str:
+    return base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+
+
+def _kid(public_key: rsa.RSAPublicKey) -> str:
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")[:27]
+
+
+class DevIssuer:
+    """Serves a `DevState` over HTTPS on 127.0.0.1 from a daemon thread."""
+
+    def __init__(self, state: DevState, port: int = 0) -> None:
+        self.state = state
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(state.server_cert_path, state.server_key_path)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._server.daemon_threads = True
+        self.authority = f"https://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="lkps-dev-issuer", daemon=True)
+
+    def start(self) -> DevIssuer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler_for(issuer: DevIssuer) -> type[BaseHTTPRequestHandler]:
+    state = issuer.state
+    tenant = state.identity.tenant_id
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "lkps-dev-issuer"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            return  # requests carry client secrets in bodies; nothing is logged
+
+        def _send(self, status: int, body: dict[str, Any]) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == f"/{tenant}/v2.0/.well-known/openid-configuration":
+                self._send(200, state.discovery(issuer.authority))
+            elif path == f"/{tenant}/discovery/v2.0/keys":
+                self._send(200, state.jwks(issuer.authority))
+            else:
+                self._send(404, {"error": "not_found"})
+
+        def do_POST(self) -> None:
+            if self.path.split("?", 1)[0] != f"/{tenant}/oauth2/v2.0/token":
+                self._send(404, {"error": "not_found"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 64 * 1024:
+                self._send(413, _oauth_error("invalid_request", "Body too large."))
+                return
+            raw = self.rfile.read(length).decode("utf-8", "replace")
+            form = {key: values[0] for key, values in parse_qs(raw).items()}
+            self._send(*state.token_response(issuer.authority, form))
+
+    return Handler

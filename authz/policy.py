@@ -1,0 +1,70 @@
+"""Caller policy: which validated callers may start sessions and which may register as agents.
+
+Entra issues a token for lkps's API to any client that has consent (delegated) or any confidential client
+in the tenant (app-only, when no role assignment is required), so a valid token alone proves nothing
+about permission. Scopes and roles are the tenant admin's grant; the allow-list is lkps's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authz.caller import Caller, CallerKind
+from authz.errors import AccessDenied
+
+
+@dataclass(frozen=True, slots=True)
+class CallerPolicy:
+    client_scopes: tuple[str, ...]
+    client_roles: tuple[str, ...]
+    client_app_ids: tuple[str, ...]
+    agent_roles: tuple[str, ...]
+
+    def check_session_caller(self, caller: Caller) -> None:
+        """Raise AccessDenied unless `caller` may start sessions.
+
+        User tokens need one of the configured scopes (any delegated token for lkps when none is
+        configured: Entra only issues those with consent). App-only tokens need one of the configured
+        roles, and with no role configured no app may start sessions: fail closed.
+        """
+        if caller.kind is CallerKind.USER:
+            if self.client_scopes and caller.scopes.isdisjoint(self.client_scopes):
+                raise AccessDenied(
+                    "scope_missing",
+                    f"The token lacks a required scope (one of: {', '.join(self.client_scopes)}).",
+                )
+        elif not self.client_roles:
+            raise AccessDenied(
+                "app_callers_disabled",
+                "App-only callers cannot start sessions here: no client role is configured (LKPS_CLIENT_ROLES).",
+            )
+        elif caller.roles.isdisjoint(self.client_roles):
+            raise AccessDenied(
+                "role_missing",
+                f"The token lacks a required app role (one of: {', '.join(self.client_roles)}); "
+                "ask the lkps owners to assign it to your application.",
+            )
+        if self.client_app_ids and caller.client_app_id not in self.client_app_ids:
+            raise AccessDenied(
+                "client_not_allowed",
+                f"Client application '{caller.client_app_id}' is not allowed to use this service.",
+            )
+
+    def check_agent_caller(self, caller: Caller) -> None:
+        """Raise AccessDenied unless `caller` is an app-only token carrying a configured agent role."""
+        if caller.kind is not CallerKind.APP:
+            raise AccessDenied(
+                "app_token_required",
+                "Agent registration needs an app-only token (client credentials) of the agent itself.",
+            )
+        if not self.agent_roles:
+            raise AccessDenied(
+                "agent_registration_disabled",
+                "Agent registration is disabled: no agent role is configured (LKPS_AGENT_ROLES).",
+            )
+        if caller.roles.isdisjoint(self.agent_roles):
+            raise AccessDenied(
+                "role_missing",
+                f"The token lacks a required app role (one of: {', '.join(self.agent_roles)}); "
+                "ask the lkps owners to assign it to your agent's application.",
+            )

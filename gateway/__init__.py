@@ -1,0 +1,1 @@
+"""The lkps Litestar application: routes, errors, LiveKit token minting, persistence, CLI, observability."""

@@ -1,0 +1,87 @@
+"""The application factory: `create_app(settings)` builds a ready-to-serve Litestar app; nothing is read
+from the environment here, so tests build as many differently configured apps as they need."""
+
+from __future__ import annotations
+
+import gc
+import os
+from importlib.metadata import version
+from typing import Any
+
+import structlog
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from config import Settings
+from gateway.errors import render_error
+from gateway.observability.access import AccessLayer
+from gateway.routes.agent import register_agent
+from gateway.routes.health import health, live, ready
+from gateway.routes.metrics import metrics
+from gateway.routes.session import start_session
+from gateway.services import Services, build_services
+
+log = structlog.get_logger("lkps.app")
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Litestar:
+    """Build the app; pass `services` (see `build_services`) to inject fakes at the external seams."""
+    services = services or build_services(settings)
+
+    async def on_startup() -> None:
+        try:
+            await services.validator.start()
+        except Exception as exc:
+            # Not fatal: the pod stays unready (readiness reports signing_keys) and retries on demand.
+            log.warning("signing_keys_unavailable_at_start", error=str(exc))
+        # Start-up objects live for the process; freezing them keeps the GC from rescanning them.
+        gc.collect()
+        gc.freeze()
+        log.info("started", environment=settings.environment, pid=os.getpid())
+
+    async def on_shutdown() -> None:
+        await services.aclose()
+        log.info("stopped")
+
+    app = Litestar(
+        route_handlers=[start_session, register_agent, health, ready, live, metrics],
+        exception_handlers={Exception: render_error},
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        openapi_config=OpenAPIConfig(
+            title="lkps — LiveKit Platform Service",
+            version=version("lkps"),
+            description="Entra ID to LiveKit token gateway. Every error body is "
+            '`{"error": code, "message": text, "request_id": id}`.',
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "entra": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        bearer_format="JWT",
+                        description="An Entra ID access token for lkps's API.",
+                    )
+                }
+            ),
+            security=[{"entra": []}],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    app.state.services = services
+    # Outermost layer, so it sees every response, including 404s and rendered exceptions.
+    app.asgi_handler = AccessLayer(app.asgi_handler, services.metrics)
+    return app
+
+
+def app_from_env() -> Any:
+    """Granian's factory target: settings from the process environment (already validated by the CLI)."""
+    from gateway.observability.logging import configure_logging  # noqa: PLC0415
+
+    settings = Settings.from_env(os.environ)
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

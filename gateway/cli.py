@@ -1,0 +1,102 @@
+"""The `lkps` command: `serve`, `migrate`, `dev` (and `dev token`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from config import ConfigError, Settings
+from config.settings import database_url_from_env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lkps", description="LiveKit Platform Service")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the production server (configured by LKPS_* variables)")
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container's server listens on all interfaces
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+
+    commands.add_parser("migrate", help="bring the database schema to the head revision")
+
+    dev = commands.add_parser("dev", help="run a self-contained development service")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--issuer-port", type=int, default=8001)
+    dev.add_argument("--state-dir", type=Path, default=Path(".lkps-dev"))
+    dev_commands = dev.add_subparsers(dest="dev_command")
+    token = dev_commands.add_parser("token", help="print an access token from the dev issuer")
+    kind = token.add_mutually_exclusive_group()
+    kind.add_argument("--user", default="alice", help="a delegated (SPA) token for this user (default)")
+    kind.add_argument("--app", action="store_true", help="an app-only token of the demo backend service")
+    kind.add_argument("--agent", action="store_true", help="an app-only token of the demo agent")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.host, args.port, args.workers, os.environ)
+    if args.command == "migrate":
+        return _migrate()
+    if args.dev_command == "token":
+        from gateway.dev import mint  # noqa: PLC0415 - dev-only imports stay out of `serve`
+
+        kind_name = "agent" if args.agent else "app" if args.app else "user"
+        print(mint(args.state_dir, kind_name, args.user))  # noqa: T201 - the token is the command's output
+        return 0
+    return _dev(args.port, args.issuer_port, args.state_dir)
+
+
+def _fail(error: ConfigError) -> int:
+    print(f"lkps: {error}", file=sys.stderr)  # noqa: T201
+    return 2
+
+
+def _serve(host: str, port: int, workers: int, environ: dict[str, str] | os._Environ[str]) -> int:
+    try:
+        Settings.from_env(environ)  # refuse to start with every problem listed, before forking workers
+    except ConfigError as error:
+        return _fail(error)
+    from granian import Granian  # noqa: PLC0415 - imported only by the command that runs it
+    from granian.constants import Interfaces  # noqa: PLC0415
+
+    Granian(
+        "gateway.app:app_from_env",
+        factory=True,
+        address=host,
+        port=port,
+        workers=workers,
+        interface=Interfaces.ASGI,
+        log_access=False,  # lkps writes its own access line with request id and outcome
+        workers_kill_timeout=30,
+    ).serve()
+    return 0
+
+
+def _migrate() -> int:
+    from gateway.persistence.migrate import upgrade_url  # noqa: PLC0415
+
+    try:
+        url = database_url_from_env(os.environ)
+    except ConfigError as error:
+        return _fail(error)
+    revision = asyncio.run(upgrade_url(url))
+    print(f"lkps: database at revision {revision}")  # noqa: T201
+    return 0
+
+
+def _dev(port: int, issuer_port: int, state_dir: Path) -> int:
+    from gateway.dev import instructions, start  # noqa: PLC0415
+
+    issuer, env, agent_id = start(state_dir, issuer_port)
+    os.environ.update(env)  # granian's workers build the app from the environment, like `serve`
+    lkps = shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
+    base_url = f"http://127.0.0.1:{port}"
+    print(instructions(issuer.state, issuer.authority, base_url, agent_id, lkps))  # noqa: T201
+    return _serve("127.0.0.1", port, 1, os.environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""`lkps dev`: a working service with nothing else installed.
+
+It starts the embedded issuer, configures the gateway through the same environment contract as
+production (so every production check runs), migrates an SQLite database, registers a demo agent and
+prints commands that start a session. Dev mode is not a switch in the gateway: it only exists as this
+command, which binds to loopback and writes its own state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from authz.clock import SystemClock
+from authz.dev_issuer import DevIssuer, DevState
+from gateway.persistence.agents import AgentRegistry, NewRegistration
+from gateway.persistence.db import create_engine
+from gateway.persistence.migrate import upgrade
+
+DEMO_AGENT = "demo agent"
+DEMO_BACKEND = "demo backend service"
+DEMO_AGENT_REGISTRATION_DAYS = 30
+
+
+def dev_environment(state: DevState, authority: str) -> dict[str, str]:
+    """The `LKPS_*` variables that point a gateway at the embedded issuer."""
+    identity = state.identity
+    return {
+        "LKPS_ENVIRONMENT": "dev",
+        "LKPS_ENTRA_TENANT_ID": identity.tenant_id,
+        "LKPS_ENTRA_AUTHORITY": authority,
+        "LKPS_ENTRA_CA_BUNDLE": str(state.ca_path),
+        "LKPS_ENTRA_AUDIENCES": ",".join(identity.audiences),
+        "LKPS_CLIENT_SCOPES": identity.user_scope,
+        "LKPS_CLIENT_ROLES": identity.client_role,
+        "LKPS_AGENT_ROLES": identity.agent_role,
+        # There is no LiveKit server here; this is where `livekit-server --dev` would listen.
+        "LKPS_LIVEKIT_URL": "ws://127.0.0.1:7880",
+        "LKPS_LIVEKIT_API_KEY": identity.livekit_api_key,
+        "LKPS_LIVEKIT_API_SECRET": identity.livekit_api_secret,
+        "LKPS_DATABASE_URL": f"sqlite+aiosqlite:///{state.dir.resolve() / 'lkps.db'}",
+        "LKPS_LOG_FORMAT": "console",
+    }
+
+
+async def prepare_database(state: DevState, database_url: str) -> str:
+    """Migrate the dev database and (re)register the demo agent; return the demo agent's app id."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        await upgrade(engine)
+        agent = state.client(DEMO_AGENT)
+        registry = AgentRegistry(engine, SystemClock())
+        expires = datetime.now(UTC) + timedelta(days=DEMO_AGENT_REGISTRATION_DAYS)
+        await registry.register(
+            NewRegistration(
+                agent_app_id=agent.client_id,
+                tenant_id=state.identity.tenant_id,
+                requester_object_id=str(uuid.uuid5(uuid.NAMESPACE_URL, "lkps-dev")),
+                enforce_client_authz=False,  # no Microsoft Graph in dev mode
+                display_name="Demo agent (lkps dev)",
+                description="Registered by `lkps dev`; no worker is attached.",
+                agent_version=None,
+                request_id="lkps-dev",
+            ),
+            expires_at=int(expires.timestamp()),
+        )
+        return agent.client_id
+    finally:
+        await engine.dispose()
+
+
+def instructions(state: DevState, authority: str, base_url: str, agent_id: str, lkps: str) -> str:
+    backend = state.client(DEMO_BACKEND)
+    token_url = f"{authority}/{state.identity.tenant_id}/oauth2/v2.0/token"
+    body = shlex.quote(f'{{"agent_entra_app_id": "{agent_id}", "metadata": {{"language": "en"}}}}')
+    return f"""
+lkps dev is running: {base_url}   (API docs: {base_url}/schema)
+Embedded Entra-compatible issuer: {authority}/{state.identity.tenant_id}/v2.0   (trust {state.ca_path})
+Demo agent (registered, client authorization off): {agent_id}
+
+# 1. A user token (what an MSAL SPA would hold), then start a session:
+TOKEN=$({lkps} dev token --user alice)
+curl -s -X POST {base_url}/api/session/start -H "Authorization: Bearer $TOKEN" \\
+     -H 'Content-Type: application/json' -d {body}
+
+# 2. Or a backend service's token through the real client-credentials flow:
+TOKEN=$(curl -s --cacert {state.ca_path} {token_url} \\
+     -d grant_type=client_credentials -d client_id={backend.client_id} \\
+     -d client_secret={backend.secret} -d scope={state.identity.api_uri}/.default \\
+     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+
+# 3. Register the demo agent yourself (an agent's app-only token):
+curl -s -X POST {base_url}/api/agent/register -H "Authorization: Bearer $({lkps} dev token --agent)" \\
+     -H 'Content-Type: application/json' -d '{{"enforce_client_authz": false}}'
+"""
+
+
+def start(state_dir: Path, issuer_port: int) -> tuple[DevIssuer, dict[str, str], str]:
+    """Start the issuer, remember its address for `lkps dev token`, prepare the database."""
+    issuer = DevIssuer(DevState(state_dir), port=issuer_port).start()
+    (state_dir / "authority").write_text(issuer.authority)
+    env = dev_environment(issuer.state, issuer.authority)
+    agent_id = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
+    return issuer, env, agent_id
+
+
+def mint(state_dir: Path, kind: str, user: str) -> str:
+    """`lkps dev token`: a token from the running dev issuer's keys (user, backend app or agent app)."""
+    state = DevState(state_dir)
+    try:
+        authority = (state_dir / "authority").read_text().strip()
+    except FileNotFoundError:
+        raise SystemExit(f"no dev issuer has run with state in {state_dir}; start `lkps dev` first") from None
+    if kind == "user":
+        return state.user_token(authority, user)
+    return state.app_token(authority, state.client(DEMO_AGENT if kind == "agent" else DEMO_BACKEND))

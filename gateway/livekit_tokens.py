@@ -1,0 +1,96 @@
+"""LiveKit access tokens, minted with explicit claims only.
+
+The JWT is built directly (precomputed header, msgspec payload, HMAC-SHA256) instead of through
+`livekit.api.AccessToken`: the builder costs ~220 µs per token, this ~10 µs. The tests decode every
+token with both official verifiers (Python `livekit-api`, Node `livekit-server-sdk`) and compare it claim
+by claim with what `livekit-api` itself produces, so the claim names cannot drift from LiveKit's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from authz.clock import Clock
+
+_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+_encode = msgspec.json.Encoder().encode
+
+# Room limits are the product's, not the caller's: one participant plus the agent, 30 s to reconnect.
+MAX_PARTICIPANTS = 2
+DEPARTURE_TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class MintedToken:
+    jwt: str
+    expires_at: int
+
+
+class LiveKitMinter:
+    def __init__(self, api_key: str, api_secret: str, clock: Clock) -> None:
+        self._api_key = api_key
+        self._secret = api_secret.encode()
+        self._clock = clock
+
+    def _sign(self, claims: dict[str, Any], ttl_seconds: int) -> MintedToken:
+        now = int(self._clock.now())
+        claims["iss"] = self._api_key
+        claims["nbf"] = now
+        claims["exp"] = now + ttl_seconds
+        signing_input = _HEADER + b"." + base64.urlsafe_b64encode(_encode(claims)).rstrip(b"=")
+        signature = hmac.new(self._secret, signing_input, hashlib.sha256).digest()
+        token = signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")
+        return MintedToken(jwt=token.decode("ascii"), expires_at=claims["exp"])
+
+    def participant_token(
+        self,
+        *,
+        identity: str,
+        name: str,
+        room: str,
+        attributes: dict[str, str],
+        agent_name: str,
+        agent_metadata: str,
+        ttl_seconds: int,
+    ) -> MintedToken:
+        """A token that may join exactly `room`, whose first join creates it with the agent dispatched.
+
+        `kind`, the room name and every grant are fixed here; callers only influence the display name
+        (from their validated token) and the agent metadata (an opaque string for the agent).
+        """
+        claims: dict[str, Any] = {
+            "sub": identity,
+            "name": name,
+            "kind": "standard",
+            "video": {
+                "roomJoin": True,
+                "room": room,
+                "canPublish": True,
+                "canSubscribe": True,
+                "canPublishData": True,
+                "canUpdateOwnMetadata": False,
+            },
+            "attributes": attributes,
+            # roomConfig only applies to the join that creates the room, hence one fresh room per session.
+            "roomConfig": {
+                "departureTimeout": DEPARTURE_TIMEOUT_SECONDS,
+                "maxParticipants": MAX_PARTICIPANTS,
+                "syncStreams": True,
+                "agents": [{"agentName": agent_name, "metadata": agent_metadata}],
+            },
+        }
+        return self._sign(claims, ttl_seconds)
+
+    def agent_token(self, *, identity: str, ttl_seconds: int) -> MintedToken:
+        """A token for the LiveKit Agents worker handshake (`/agent`): the agent grant and nothing else.
+
+        It joins no room; LiveKit mints each job's room token itself when it dispatches the agent.
+        """
+        claims: dict[str, Any] = {"sub": identity, "video": {"agent": True}}
+        return self._sign(claims, ttl_seconds)

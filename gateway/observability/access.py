@@ -1,0 +1,68 @@
+"""The outermost ASGI layer: request id, timing, RED metrics and exactly one access-log line per request."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.observability.context import RequestContext, attach_context, new_request_id
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+    from gateway.observability.metrics import Metrics
+
+log = structlog.get_logger("lkps.access")
+# Probes and scrapes would drown the access log; their metrics are still counted.
+_QUIET_PATHS = frozenset({"/api/health/live", "/api/health/ready", "/metrics"})
+
+
+class AccessLayer:
+    def __init__(self, app: ASGIApp, metrics: Metrics, *, trust_request_id: bool = True) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.trust_request_id = trust_request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        ctx = RequestContext(request_id=new_request_id(scope["headers"], self.trust_request_id))
+        attach_context(scope, ctx)
+        status = 500
+        header = (b"x-request-id", ctx.request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(scope, ctx, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, ctx: RequestContext, status: int, elapsed: float) -> None:
+        handler: Any = scope.get("route_handler")
+        route = next(iter(handler.paths)) if handler is not None else "unmatched"
+        self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+        self.metrics.latency.labels(route).observe(elapsed)
+        if route in _QUIET_PATHS and status < 500:
+            return
+        self.metrics.outcomes.labels(route, ctx.reason or ctx.outcome).inc()
+        log.info(
+            "request",
+            request_id=ctx.request_id,
+            method=scope["method"],
+            route=route,
+            status=status,
+            duration_ms=round(elapsed * 1000, 3),
+            outcome=ctx.outcome,
+            reason=ctx.reason,
+            **ctx.fields,
+        )

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, the async engine, the agent registry and the session writer."""

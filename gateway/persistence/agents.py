@@ -1,0 +1,136 @@
+"""The agent registry: registrations are rows; "connected" means an unexpired, unrevoked registration.
+
+Session start asks `active()` on every request, so answers are cached for `agent_cache_ttl_seconds`
+(default 1 s, the bound on how late another replica's revocation is seen). This replica's own
+registrations invalidate the entry at once. Concurrent misses for one agent share one query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from authz.clock import Clock
+from gateway.persistence.tables import agent_registrations as t
+
+_MAX_CACHED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAgent:
+    agent_app_id: str
+    enforce_client_authz: bool
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewRegistration:
+    agent_app_id: str
+    tenant_id: str
+    requester_object_id: str
+    enforce_client_authz: bool
+    display_name: str | None
+    description: str | None
+    agent_version: str | None
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    id: str
+    agent_app_id: str
+    issued_at: datetime
+    expires_at: datetime
+    enforce_client_authz: bool
+
+
+class AgentRegistry:
+    def __init__(self, engine: AsyncEngine, clock: Clock, cache_ttl_seconds: float = 1.0) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._ttl = cache_ttl_seconds
+        self._cache: dict[str, tuple[float, ActiveAgent | None]] = {}
+        self._inflight: dict[str, asyncio.Future[ActiveAgent | None]] = {}
+
+    def _utcnow(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.now(), UTC)
+
+    async def active(self, agent_app_id: str) -> ActiveAgent | None:
+        """The registration in force for this agent (the most recent active one), or None."""
+        cached = self._cache.get(agent_app_id)
+        if cached is not None and cached[0] > self._clock.monotonic():
+            agent = cached[1]
+            if agent is None or agent.expires_at > self._utcnow():
+                return agent
+        pending = self._inflight.get(agent_app_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[ActiveAgent | None] = asyncio.get_running_loop().create_future()
+        self._inflight[agent_app_id] = future
+        try:
+            agent = await self._load(agent_app_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
+            raise
+        finally:
+            del self._inflight[agent_app_id]
+        future.set_result(agent)
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[agent_app_id] = (self._clock.monotonic() + self._ttl, agent)
+        return agent
+
+    async def _load(self, agent_app_id: str) -> ActiveAgent | None:
+        query = (
+            select(t.c.enforce_client_authz, t.c.expires_at)
+            .where(t.c.agent_app_id == agent_app_id, t.c.revoked.is_(False), t.c.expires_at > self._utcnow())
+            .order_by(t.c.issued_at.desc())
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return ActiveAgent(agent_app_id, row.enforce_client_authz, row.expires_at)
+
+    def invalidate(self, agent_app_id: str) -> None:
+        self._cache.pop(agent_app_id, None)
+
+    async def register(self, new: NewRegistration, expires_at: int) -> Registration:
+        """Record one registration (an audit row per agent token issued) and make it the one in force.
+
+        `expires_at` is the agent token's `exp`: the registration lives exactly as long as the token.
+        """
+        issued_at = self._utcnow()
+        registration = Registration(
+            id=str(uuid.uuid4()),
+            agent_app_id=new.agent_app_id,
+            issued_at=issued_at,
+            expires_at=datetime.fromtimestamp(expires_at, UTC),
+            enforce_client_authz=new.enforce_client_authz,
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(t).values(
+                    id=registration.id,
+                    agent_app_id=new.agent_app_id,
+                    tenant_id=new.tenant_id,
+                    requester_object_id=new.requester_object_id,
+                    issued_at=issued_at,
+                    expires_at=registration.expires_at,
+                    revoked=False,
+                    enforce_client_authz=new.enforce_client_authz,
+                    display_name=new.display_name,
+                    description=new.description,
+                    agent_version=new.agent_version,
+                    request_id=new.request_id,
+                )
+            )
+        self.invalidate(new.agent_app_id)
+        return registration

@@ -1,0 +1,65 @@
+"""`POST /api/agent/register`: an agent proves itself with its own app-only token and gets an agent token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, post
+
+from gateway.auth import agent_caller, caller_of
+from gateway.observability.context import context_of
+from gateway.openapi import documented_body, error_responses
+from gateway.persistence.agents import NewRegistration
+from gateway.schemas import AgentRegisterRequest, AgentRegisterResponse, decode_body
+from gateway.services import services_of
+from gateway.session_start import database_unavailable
+
+
+@post(
+    "/api/agent/register",
+    status_code=200,
+    guards=[agent_caller],
+    dependencies=documented_body(AgentRegisterRequest),
+    request_max_body_size=16 * 1024,
+    responses=error_responses(400, 401, 403, 413, 503),
+    operation_id="registerAgent",
+    tags=["agents"],
+    summary="Register the calling agent",
+    description="The agent's client app id is its agent id and the LiveKit agent name it must register its "
+    "worker under. Call again before `expires_at` to renew; every call is recorded.",
+)
+async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterResponse:
+    services = services_of(request)
+    ctx = context_of(request.scope)
+    caller = caller_of(request)
+    body = decode_body(await request.body(), AgentRegisterRequest)
+    agent_id = caller.client_app_id
+    ctx.fields["agent_id"] = agent_id
+    token = services.minter.agent_token(
+        identity=f"agent-{agent_id}", ttl_seconds=services.settings.agent_token_ttl_seconds
+    )
+    try:
+        registration = await services.registry.register(
+            NewRegistration(
+                agent_app_id=agent_id,
+                tenant_id=caller.tenant_id,
+                requester_object_id=caller.object_id,
+                enforce_client_authz=body.enforce_client_authz,
+                display_name=body.display_name,
+                description=body.description,
+                agent_version=body.agent_version,
+                request_id=ctx.request_id,
+            ),
+            expires_at=token.expires_at,
+        )
+    except Exception as exc:
+        raise database_unavailable("The registration could not be recorded; retry shortly.", exc) from exc
+    ctx.fields["registration_id"] = registration.id
+    return AgentRegisterResponse(
+        livekit_url=services.settings.livekit_url,
+        agent_token=token.jwt,
+        expires_at=token.expires_at,
+        agent_name=agent_id,
+        registration_id=registration.id,
+        enforce_client_authz=registration.enforce_client_authz,
+    )

@@ -1,0 +1,56 @@
+"""Health endpoints: `live` answers with no I/O (restarts only a wedged process), `ready` reports
+whether this replica should receive traffic (database answers, signing keys loaded, not draining)."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+
+from gateway.persistence.db import ping
+from gateway.services import services_of
+
+
+class Health(msgspec.Struct):
+    status: str
+    checks: dict[str, str]
+    version: str
+    environment: str
+
+
+async def _checks(request: Request[Any, Any, Any]) -> dict[str, str]:
+    services = services_of(request)
+    return {
+        "database": "ok" if await ping(services.engine) else "unreachable",
+        "signing_keys": "ok" if services.validator.ready else "unavailable",
+        "draining": "yes" if services.draining else "no",
+    }
+
+
+def _report(request: Request[Any, Any, Any], checks: dict[str, str]) -> Response[Health]:
+    healthy = checks["database"] == "ok" and checks["signing_keys"] == "ok" and checks["draining"] == "no"
+    services = services_of(request)
+    body = Health(
+        status="ok" if healthy else "unavailable",
+        checks=checks,
+        version=version("lkps"),
+        environment=services.settings.environment,
+    )
+    return Response(body, status_code=200 if healthy else 503, headers={"Cache-Control": "no-store"})
+
+
+@get("/api/health", operation_id="health", tags=["health"], summary="Service status for people and probes")
+async def health(request: Request[Any, Any, Any]) -> Response[Health]:
+    return _report(request, await _checks(request))
+
+
+@get("/api/health/ready", include_in_schema=False)
+async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
+    return _report(request, await _checks(request))
+
+
+@get("/api/health/live", include_in_schema=False)
+async def live() -> dict[str, str]:
+    return {"status": "ok"}

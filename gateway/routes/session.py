@@ -1,0 +1,44 @@
+"""`POST /api/session/start`: a LiveKit token for one fresh room with the named agent dispatched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, post
+
+from gateway.auth import caller_of, session_caller
+from gateway.observability.context import context_of
+from gateway.openapi import documented_body, error_responses
+from gateway.schemas import SessionStartRequest, SessionStartResponse, agent_app_id, decode_body, metadata_json
+from gateway.services import services_of
+
+MAX_BODY_BYTES = 64 * 1024  # metadata is capped at 10 KB; anything far larger is not a session request
+
+
+@post(
+    "/api/session/start",
+    status_code=200,
+    guards=[session_caller],
+    dependencies=documented_body(SessionStartRequest),
+    request_max_body_size=MAX_BODY_BYTES,
+    responses=error_responses(400, 401, 403, 404, 413, 429, 503),
+    operation_id="startSession",
+    tags=["sessions"],
+    summary="Start a session with an agent",
+    description="Validates the Entra access token, checks the caller may use the agent, and returns a "
+    "LiveKit token for one fresh room in which the agent is dispatched.",
+)
+async def start_session(request: Request[Any, Any, Any]) -> SessionStartResponse:
+    services = services_of(request)
+    ctx = context_of(request.scope)
+    body = decode_body(await request.body(), SessionStartRequest)
+    agent = agent_app_id(body.agent_entra_app_id)
+    metadata = metadata_json(body.metadata)
+    started = await services.sessions.start(caller_of(request), agent, metadata, ctx)
+    return SessionStartResponse(
+        room_name=started.room_name,
+        livekit_url=services.settings.livekit_url,
+        participant_token=started.participant_token,
+        participant_identity=started.participant_identity,
+        expires_at=started.expires_at,
+    )

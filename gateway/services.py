@@ -1,0 +1,117 @@
+"""The collaborators one app instance uses, built once from settings; tests inject fakes at the seams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from authz.caller import Caller
+from authz.clock import Clock, SystemClock
+from authz.entra import build_validator
+from authz.jwks import build_http_client
+from authz.policy import CallerPolicy
+from config import Settings
+from gateway.livekit_tokens import LiveKitMinter
+from gateway.observability.metrics import Metrics
+from gateway.persistence.agents import AgentRegistry
+from gateway.persistence.db import create_engine
+from gateway.persistence.sessions import SessionWriter
+from gateway.session_start import ClientAuthorizer, SessionStarter
+
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+
+
+class TokenValidator(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def validate(self, token: str) -> Caller: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    metrics: Metrics
+    engine: AsyncEngine
+    http: httpx.AsyncClient
+    validator: TokenValidator
+    policy: CallerPolicy
+    registry: AgentRegistry
+    writer: SessionWriter
+    minter: LiveKitMinter
+    sessions: SessionStarter
+    authorizer: ClientAuthorizer | None
+    draining: bool = False
+    _owned: list[Any] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        self.draining = True
+        await self.writer.aclose()
+        await self.validator.aclose()
+        for resource in self._owned:
+            await resource()
+
+
+def build_services(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    http: httpx.AsyncClient | None = None,
+    engine: AsyncEngine | None = None,
+    authorizer: ClientAuthorizer | None = None,
+    validator: TokenValidator | None = None,
+) -> Services:
+    """Wire the production collaborators; anything passed in replaces its default (and is not closed)."""
+    clock = clock or SystemClock()
+    owned: list[Any] = []
+    if http is None:
+        http = build_http_client(settings)
+        owned.append(http.aclose)
+    if engine is None:
+        engine = create_engine(settings.database_url, settings.database_pool_size)
+        owned.append(engine.dispose)
+    metrics = Metrics()
+    registry = AgentRegistry(engine, clock, settings.agent_cache_ttl_seconds)
+    writer = SessionWriter(engine, metrics, settings.session_batch_max)
+    minter = LiveKitMinter(settings.livekit_api_key, settings.livekit_api_secret, clock)
+    return Services(
+        settings=settings,
+        clock=clock,
+        metrics=metrics,
+        engine=engine,
+        http=http,
+        validator=validator or build_validator(settings, http, clock),
+        policy=CallerPolicy(
+            client_scopes=settings.client_scopes,
+            client_roles=settings.client_roles,
+            client_app_ids=settings.client_app_ids,
+            agent_roles=settings.agent_roles,
+        ),
+        registry=registry,
+        writer=writer,
+        minter=minter,
+        sessions=SessionStarter(
+            registry=registry,
+            authorizer=authorizer,
+            minter=minter,
+            writer=writer,
+            clock=clock,
+            token_ttl_seconds=settings.participant_token_ttl_seconds,
+        ),
+        authorizer=authorizer,
+        _owned=owned,
+    )
+
+
+def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
+    services: Services = connection.app.state.services
+    return services

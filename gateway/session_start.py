@@ -1,0 +1,133 @@
+"""Starting a session, independent of HTTP: agent lookup, client authorization, room, token, audit row.
+
+Both `POST /api/session/start` and the LiveKit-format token endpoint go through `SessionStarter.start`,
+so limits, authorization and audit cannot differ between them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from authz.caller import Caller
+from authz.clock import Clock
+from authz.errors import AuthUnavailable
+from gateway.errors import ApiError
+from gateway.livekit_tokens import LiveKitMinter
+from gateway.observability.context import RequestContext
+from gateway.persistence.agents import AgentRegistry
+from gateway.persistence.sessions import SessionRecord, SessionWriter
+from gateway.rooms import room_name
+
+
+class ClientAuthorizer(Protocol):
+    """Decides whether `caller`'s client application may talk to an agent that enforces client authz."""
+
+    async def authorize(self, caller: Caller, agent_app_id: str) -> None:
+        """Return if allowed; raise AccessDenied (403) or AuthUnavailable (503) otherwise."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StartedSession:
+    room_name: str
+    participant_token: str
+    participant_identity: str
+    expires_at: int
+
+
+class SessionStarter:
+    def __init__(
+        self,
+        *,
+        registry: AgentRegistry,
+        authorizer: ClientAuthorizer | None,
+        minter: LiveKitMinter,
+        writer: SessionWriter,
+        clock: Clock,
+        token_ttl_seconds: int,
+    ) -> None:
+        self._registry = registry
+        self._authorizer = authorizer
+        self._minter = minter
+        self._writer = writer
+        self._clock = clock
+        self._ttl = token_ttl_seconds
+
+    async def start(
+        self, caller: Caller, agent_app_id: str, agent_metadata: str, ctx: RequestContext
+    ) -> StartedSession:
+        ctx.fields["agent_id"] = agent_app_id
+        try:
+            agent = await self._registry.active(agent_app_id)
+        except Exception as exc:
+            raise database_unavailable("The agent registry could not be read; retry shortly.", exc) from exc
+        if agent is None:
+            raise ApiError(
+                404,
+                "agent_not_connected",
+                f"Agent with app ID '{agent_app_id}' is not connected",
+                reason="agent_not_connected",
+            )
+        if agent.enforce_client_authz:
+            if self._authorizer is None:
+                raise AuthUnavailable(
+                    "preauthorization_unconfigured",
+                    "This agent requires client authorization, but lkps has no Microsoft Graph credential "
+                    "configured to check it; contact the lkps operators.",
+                )
+            await self._authorizer.authorize(caller, agent_app_id)
+
+        now = self._clock.now()
+        room = room_name(caller.user_id, agent_app_id, int(now * 1000), os.urandom(4).hex())
+        identity = caller.identity
+        token = self._minter.participant_token(
+            identity=identity,
+            name=caller.display_name,
+            room=room,
+            attributes={
+                "lkps.client_app_id": caller.client_app_id,
+                "lkps.object_id": caller.object_id,
+                "lkps.caller_kind": caller.kind.value,
+            },
+            agent_name=agent_app_id,
+            agent_metadata=agent_metadata,
+            ttl_seconds=self._ttl,
+        )
+        try:
+            await self._writer.record(
+                SessionRecord(
+                    id=str(uuid.uuid4()),
+                    room_name=room,
+                    agent_app_id=agent_app_id,
+                    tenant_id=caller.tenant_id,
+                    caller_object_id=caller.object_id,
+                    client_app_id=caller.client_app_id,
+                    caller_kind=caller.kind.value,
+                    user_id=caller.user_id,
+                    participant_identity=identity,
+                    created_at=datetime.fromtimestamp(now, UTC),
+                    token_expires_at=datetime.fromtimestamp(token.expires_at, UTC),
+                    request_id=ctx.request_id,
+                )
+            )
+        except Exception as exc:
+            # The token is dropped unsent: no session is handed out without its audit row.
+            raise database_unavailable(
+                "The session could not be recorded, so no token was issued; retry shortly.", exc
+            ) from exc
+        ctx.fields["room"] = room
+        return StartedSession(room, token.jwt, identity, token.expires_at)
+
+
+def database_unavailable(message: str, exc: Exception) -> ApiError:
+    return ApiError(
+        503,
+        "database_unavailable",
+        message,
+        reason=f"database_error:{type(exc).__name__}",
+        headers={"Retry-After": "2"},
+    )

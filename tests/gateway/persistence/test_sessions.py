@@ -1,0 +1,96 @@
+"""Group commit of session rows: batching under concurrency, durability before answering, all-or-nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.observability.metrics import Metrics
+from gateway.persistence.db import create_engine
+from gateway.persistence.sessions import SessionRecord, SessionWriter
+from gateway.persistence.tables import sessions
+from tests.support.db import unreachable
+
+pytestmark = pytest.mark.anyio
+
+
+def _record(room: str | None = None) -> SessionRecord:
+    now = datetime.now(UTC)
+    return SessionRecord(
+        id=str(uuid.uuid4()),
+        room_name=room or f"room-{uuid.uuid4().hex}",
+        agent_app_id="8b0f4f0e-54a4-4c44-9a4b-2c7f0d2b6a10",
+        tenant_id="0d0a8b5e-95a2-4b8b-9d0e-7d6c5b4a3f21",
+        caller_object_id="1c9a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+        client_app_id="2d9a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+        caller_kind="user",
+        user_id="ALICE",
+        participant_identity="ALICE",
+        created_at=now,
+        token_expires_at=now,
+        request_id="r",
+    )
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+async def _count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(sessions))).scalar_one())
+
+
+async def test_record_returns_after_the_row_is_committed(engine: AsyncEngine) -> None:
+    """When `record` returns, the row is visible to another connection."""
+    writer = SessionWriter(engine, Metrics())
+    await writer.record(_record("room-a"))
+    assert await _count(engine) == 1
+    await writer.aclose()
+
+
+async def test_concurrent_records_share_transactions(engine: AsyncEngine) -> None:
+    """200 concurrent rows are committed in far fewer transactions than rows, and all are stored."""
+    metrics = Metrics()
+    writer = SessionWriter(engine, metrics, max_batch=64)
+    await asyncio.gather(*(writer.record(_record()) for _ in range(200)))
+    assert await _count(engine) == 200
+    batches = metrics.registry.get_sample_value("lkps_session_write_batch_size_count")
+    assert batches is not None
+    assert batches < 200
+    await writer.aclose()
+
+
+async def test_a_conflicting_row_fails_alone(engine: AsyncEngine) -> None:
+    """A duplicate room name fails only its own request; its batch neighbours are committed."""
+    writer = SessionWriter(engine, Metrics())
+    await writer.record(_record("taken"))
+    results = await asyncio.gather(
+        writer.record(_record("fresh-1")), writer.record(_record("taken")), writer.record(_record("fresh-2")),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert isinstance(results[1], RuntimeError)
+    assert results[2] is None
+    assert await _count(engine) == 3
+    await writer.aclose()
+
+
+async def test_database_failure_fails_every_request_of_the_batch(engine: AsyncEngine, database_url: str) -> None:
+    """If the database is unreachable, every waiting request gets the error and no row is written."""
+    broken = create_engine(unreachable(database_url), pool_size=1)
+    writer = SessionWriter(broken, Metrics())
+    results = await asyncio.gather(*(writer.record(_record()) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(result, Exception) for result in results)
+    assert await _count(engine) == 0
+    await writer.aclose()
+    await broken.dispose()
