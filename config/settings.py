@@ -157,12 +157,12 @@ class _Parser:
         return content
 
     def required(self, name: str, *, secret: bool = False) -> str:
+        known = len(self.problems)
         value = self.secret(name) if secret else self.raw(name)
-        if value is None:
+        if value is None and len(self.problems) == known:  # a bad _FILE is reported once, by secret()
             hint = f" (or {name}_FILE)" if secret else ""
             self.problems.append(f"{name}{hint} is required")
-            return ""
-        return value
+        return value or ""
 
     def number(self, name: str, default: T, convert: Callable[[str], T], low: float, high: float) -> T:
         text = self.raw(name)

@@ -23,7 +23,7 @@ def documented_body(struct: type[msgspec.Struct]) -> dict[str, Provide]:
         return None
 
     body_schema.__annotations__ = {"data": struct, "return": None}
-    return {"body_schema": Provide(body_schema, sync_to_thread=False)}
+    return {"body_schema": Provide(body_schema)}
 
 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:

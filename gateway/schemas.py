@@ -18,7 +18,6 @@ T = TypeVar("T", bound=msgspec.Struct)
 MAX_METADATA_KEYS = 50
 MAX_METADATA_BYTES = 10 * 1024
 GUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-_GUID = re.compile(GUID_PATTERN)
 
 
 class SessionStartRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -72,6 +71,7 @@ class AgentRegisterResponse(msgspec.Struct):
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
 _AT = re.compile(r"^(?P<problem>.*) - at `\$\.(?P<path>[^`]+)`$")
+_GUID_MEANING = {"agent_entra_app_id": "the agent's Entra application (client) id"}
 _TYPE_WORDS = {"str": "a string", "bool": "true or false", "object": "a JSON object", "int": "an integer"}
 
 
@@ -98,6 +98,8 @@ def _describe(problem: str, struct: type[msgspec.Struct]) -> str:
         expected = re.match(r"^Expected `(?P<type>[a-z]+)(?: \| null)?`, got `[a-z]+`$", detail)
         if expected and expected["type"] in _TYPE_WORDS:
             return f'"{field}" must be {_TYPE_WORDS[expected["type"]]}'
+        if GUID_PATTERN in detail:
+            return f'"{field}" must be a UUID: {_GUID_MEANING.get(field, "a GUID")}'
         return f'"{field}": {detail.replace("`", "")}'
     if problem.startswith("Expected `object`"):
         return "The body must be a JSON object."
@@ -105,11 +107,7 @@ def _describe(problem: str, struct: type[msgspec.Struct]) -> str:
 
 
 def agent_app_id(value: str) -> str:
-    """Validate and normalise an agent application id (GUIDs compare in lowercase)."""
-    if not _GUID.match(value):
-        raise bad_request(
-            '"agent_entra_app_id" must be a UUID: the agent\'s Entra application (client) id', reason="agent_id_invalid"
-        )
+    """Normalise a decoded (pattern-checked) agent application id: GUIDs compare in lowercase."""
     return value.lower()
 
 

@@ -84,5 +84,9 @@ class TestDatabases:
     def close(self) -> None:
         if self._postgres_name is not None and POSTGRES_SERVER:
             asyncio.run(
-                _execute(POSTGRES_SERVER, f"DROP DATABASE IF EXISTS {self._postgres_name} WITH (FORCE)", autocommit=True)
+                _execute(
+                    POSTGRES_SERVER,
+                    f"DROP DATABASE IF EXISTS {self._postgres_name} WITH (FORCE)",
+                    autocommit=True,
+                )
             )

@@ -27,7 +27,11 @@ def verify_node(tokens: list[str], key: str = API_KEY, secret: str = API_SECRET)
     assert (NODE_DIR / "node_modules" / "livekit-server-sdk").is_dir(), "run: npm ci --prefix tests/node"
     requests = "".join(json.dumps({"token": t, "key": key, "secret": secret}) + "\n" for t in tokens)
     result = subprocess.run(
-        [node, str(NODE_DIR / "verify-token.mjs")], input=requests, capture_output=True, text=True, check=True,
+        [node, str(NODE_DIR / "verify-token.mjs")],
+        input=requests,
+        capture_output=True,
+        text=True,
+        check=True,
         timeout=60,
     )
     return [json.loads(line) for line in result.stdout.splitlines()]

@@ -1,0 +1,172 @@
+"""Settings from the environment: typed values, secrets from files, and every problem reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, Settings
+from config.settings import database_url_from_env
+
+TENANT = "0d0a8b5e-95a2-4b8b-9d0e-7d6c5b4a3f21"
+SECRET = "s" * 32
+
+
+def env(**overrides: str) -> dict[str, str]:
+    base = {
+        "LKPS_ENTRA_TENANT_ID": TENANT,
+        "LKPS_ENTRA_AUDIENCES": "api://lkps, 9a1f5d2c-3b4e-4f60-8a7b-9c0d1e2f3a4b",
+        "LKPS_LIVEKIT_URL": "wss://livekit.example.com",
+        "LKPS_LIVEKIT_API_KEY": "APIkey",
+        "LKPS_LIVEKIT_API_SECRET": SECRET,
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v != "<unset>"}
+
+
+def problems(environ: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    return caught.value.problems
+
+
+class TestValidConfiguration:
+    def test_minimal_environment_gives_secure_defaults(self) -> None:
+        """Only the required variables yield v2-only, 60 s leeway, cwid-then-oid ids and a 10 minute TTL."""
+        settings = Settings.from_env(env())
+        assert settings.entra_tenant_id == TENANT
+        assert settings.entra_audiences == ("api://lkps", "9a1f5d2c-3b4e-4f60-8a7b-9c0d1e2f3a4b")
+        assert settings.entra_authority == "https://login.microsoftonline.com"
+        assert settings.entra_allow_v1 is False
+        assert settings.entra_leeway_seconds == 60
+        assert settings.user_id_claims == ("cwid", "oid")
+        assert settings.participant_token_ttl_seconds == 600
+        assert settings.client_roles == ()
+        assert settings.agent_roles == ()
+        assert settings.graph is None
+        assert settings.database_url.startswith("sqlite+aiosqlite://")
+
+    def test_secret_values_never_appear_in_repr(self) -> None:
+        """The LiveKit secret and database URL are kept out of the settings' repr (and so out of logs)."""
+        settings = Settings.from_env(env(LKPS_DATABASE_URL="postgresql+asyncpg://u:pw@db/lkps"))
+        assert SECRET not in repr(settings)
+        assert "pw@db" not in repr(settings)
+
+    def test_secrets_can_come_from_files(self, tmp_path: Path) -> None:
+        """`<NAME>_FILE` supplies a secret from a mounted file, trimmed of whitespace."""
+        secret_file = tmp_path / "secret"
+        secret_file.write_text("f" * 40 + "\n")
+        settings = Settings.from_env(env(LKPS_LIVEKIT_API_SECRET="<unset>", LKPS_LIVEKIT_API_SECRET_FILE=str(secret_file)))
+        assert settings.livekit_api_secret == "f" * 40
+
+    def test_user_id_claims_always_end_with_oid(self) -> None:
+        """The configured user-id claims fall back to oid, which every token carries."""
+        assert Settings.from_env(env(LKPS_USER_ID_CLAIMS="employeeid")).user_id_claims == ("employeeid", "oid")
+
+    def test_graph_credential_with_exactly_one_form(self) -> None:
+        """A client id plus one credential form configures Graph access."""
+        settings = Settings.from_env(
+            env(LKPS_ENTRA_CLIENT_ID="9a1f5d2c-3b4e-4f60-8a7b-9c0d1e2f3a4b", LKPS_ENTRA_CLIENT_SECRET="x" * 20)
+        )
+        assert settings.graph is not None
+        assert settings.graph.client_secret == "x" * 20
+        assert "x" * 20 not in repr(settings)
+
+    def test_plaintext_livekit_url_is_allowed_on_loopback(self) -> None:
+        """A ws:// LiveKit URL on loopback (a local server) needs no opt-in."""
+        assert Settings.from_env(env(LKPS_LIVEKIT_URL="ws://127.0.0.1:7880")).livekit_url == "ws://127.0.0.1:7880"
+
+
+class TestRefusedConfiguration:
+    def test_every_problem_is_reported_together(self) -> None:
+        """Several mistakes produce one error listing each of them, naming the variable."""
+        found = problems(
+            env(
+                LKPS_ENTRA_TENANT_ID="common",
+                LKPS_ENTRA_AUDIENCES="<unset>",
+                LKPS_LIVEKIT_API_SECRET="short",
+                LKPS_ENTRA_CLOCK_SKEW_SECONDS="900",
+                LKPS_ENTRA_ALLOW_V1="maybe",
+            )
+        )
+        assert len(found) == 5
+        for variable in (
+            "LKPS_ENTRA_TENANT_ID",
+            "LKPS_ENTRA_AUDIENCES",
+            "LKPS_LIVEKIT_API_SECRET",
+            "LKPS_ENTRA_CLOCK_SKEW_SECONDS",
+            "LKPS_ENTRA_ALLOW_V1",
+        ):
+            assert any(variable in problem for problem in found), variable
+
+    def test_missing_required_variables_are_named(self) -> None:
+        """An empty environment lists each required variable."""
+        found = problems({})
+        for variable in ("LKPS_ENTRA_TENANT_ID", "LKPS_ENTRA_AUDIENCES", "LKPS_LIVEKIT_URL", "LKPS_LIVEKIT_API_KEY"):
+            assert any(problem.startswith(variable) for problem in found), variable
+
+    @pytest.mark.parametrize(
+        ("name", "value", "fragment"),
+        [
+            ("LKPS_ENTRA_AUTHORITY", "http://login.microsoftonline.com", "must be an https:// URL"),
+            ("LKPS_GRAPH_URL", "http://graph.microsoft.com", "must be an https:// URL"),
+            ("LKPS_LIVEKIT_URL", "ws://livekit.example.com", "plaintext to a non-loopback host"),
+            ("LKPS_LIVEKIT_URL", "ftp://livekit.example.com", "must be a wss:// or https:// URL"),
+            ("LKPS_ENTRA_AUDIENCES", "*", "wildcards are not allowed"),
+            ("LKPS_DATABASE_URL", "mysql://db/lkps", "must start with"),
+            ("LKPS_CLIENT_APP_IDS", "not-a-guid", "not lowercase GUIDs"),
+            ("LKPS_USER_ID_CLAIMS", "bad claim", "invalid value"),
+            ("LKPS_ENTRA_CA_BUNDLE", "/nonexistent/ca.pem", "not a readable file"),
+            ("LKPS_LOG_FORMAT", "xml", "must be json or console"),
+        ],
+    )
+    def test_insecure_or_malformed_values_are_refused(self, name: str, value: str, fragment: str) -> None:
+        """Each insecure or malformed value is refused with a message naming the variable and the fix."""
+        [problem] = problems(env(**{name: value}))
+        assert problem.startswith(name)
+        assert fragment in problem
+
+    def test_plaintext_livekit_url_needs_an_explicit_opt_in(self) -> None:
+        """A plaintext LiveKit URL to another host starts only with LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL=true."""
+        settings = Settings.from_env(
+            env(LKPS_LIVEKIT_URL="ws://livekit.internal", LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL="true")
+        )
+        assert settings.livekit_url == "ws://livekit.internal"
+
+    def test_secret_and_its_file_together_are_ambiguous(self, tmp_path: Path) -> None:
+        """Setting both a secret and its _FILE variant is refused rather than guessing."""
+        path = tmp_path / "s"
+        path.write_text("y" * 40)
+        [problem] = problems(env(LKPS_LIVEKIT_API_SECRET_FILE=str(path)))
+        assert "are both set" in problem
+
+    def test_unreadable_secret_file_is_reported(self, tmp_path: Path) -> None:
+        """A _FILE variable naming a missing file is reported with the path."""
+        missing = tmp_path / "absent"
+        [problem] = problems(env(LKPS_LIVEKIT_API_SECRET="<unset>", LKPS_LIVEKIT_API_SECRET_FILE=str(missing)))
+        assert str(missing) in problem
+
+    def test_graph_credential_forms_are_exclusive(self, tmp_path: Path) -> None:
+        """Two Graph credential forms at once, or one without a client id, are refused."""
+        token_file = tmp_path / "federated"
+        token_file.write_text("jwt")
+        both = problems(
+            env(
+                LKPS_ENTRA_CLIENT_ID="9a1f5d2c-3b4e-4f60-8a7b-9c0d1e2f3a4b",
+                LKPS_ENTRA_CLIENT_SECRET="x",
+                LKPS_ENTRA_FEDERATED_TOKEN_FILE=str(token_file),
+            )
+        )
+        assert any("exactly one of" in problem for problem in both)
+        orphan = problems(env(LKPS_ENTRA_CLIENT_SECRET="x"))
+        assert any("LKPS_ENTRA_CLIENT_ID is not" in problem for problem in orphan)
+
+
+class TestDatabaseUrlOnly:
+    def test_migrate_needs_only_the_database_url(self) -> None:
+        """`lkps migrate` reads the database URL without requiring the gateway's other settings."""
+        assert database_url_from_env({"LKPS_DATABASE_URL": "postgresql+asyncpg://db/lkps"}) == (
+            "postgresql+asyncpg://db/lkps"
+        )
+        assert database_url_from_env({}).startswith("sqlite+aiosqlite://")

@@ -1,0 +1,96 @@
+"""`POST /api/agent/register`: an agent's own app-only token buys an agent token and a registration row."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from gateway.persistence.tables import agent_registrations
+from tests.gateway.conftest import AGENT_ID, AGENT_OID, Gateway
+from tests.gateway.test_session_start import assert_error
+from tests.support.entra import TENANT_ID
+from tests.support.livekit import verify_python
+
+pytestmark = pytest.mark.anyio
+
+
+async def _register(gateway: Gateway, token: str, body: object = None):  # type: ignore[no-untyped-def]
+    return await gateway.client.post(
+        "/api/agent/register", headers={"Authorization": f"Bearer {token}"}, json=body if body is not None else {}
+    )
+
+
+async def test_agent_gets_an_agent_token_named_after_its_app_id(gateway: Gateway) -> None:
+    """The response holds the LiveKit URL, an agent-grant-only token, its expiry and the agent name."""
+    response = await _register(gateway, gateway.agent_token(), {"display_name": "Helpdesk", "agent_version": "2.1"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["livekit_url"] == gateway.settings.livekit_url
+    assert body["agent_name"] == AGENT_ID
+    assert body["enforce_client_authz"] is True
+    assert body["expires_at"] == int(gateway.clock.now()) + gateway.settings.agent_token_ttl_seconds
+    claims = verify_python(body["agent_token"])
+    assert claims.identity == f"agent-{AGENT_ID}"
+    assert claims.video is not None
+    assert claims.video.agent is True
+    assert claims.video.room_join is None
+    assert not claims.video.room
+    assert claims.room_config is None
+    assert not claims.kind
+
+
+async def test_registration_is_audited(gateway: Gateway) -> None:
+    """Each call writes a row with the requester, expiry, revocation status and enforcement flag."""
+    body = (await _register(gateway, gateway.agent_token(), {"enforce_client_authz": False})).json()
+    async with gateway.services.engine.connect() as conn:
+        row = (await conn.execute(select(agent_registrations))).one()
+    assert row.id == body["registration_id"]
+    assert row.agent_app_id == AGENT_ID
+    assert row.tenant_id == TENANT_ID
+    assert row.requester_object_id == AGENT_OID
+    assert row.revoked is False
+    assert row.enforce_client_authz is False
+    assert int(row.expires_at.timestamp()) == body["expires_at"]
+
+
+async def test_empty_body_means_enforcement_on(gateway: Gateway) -> None:
+    """With no body, the agent registers with client authorization enforced (the secure default)."""
+    response = await gateway.client.post(
+        "/api/agent/register", headers={"Authorization": f"Bearer {gateway.agent_token()}"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["enforce_client_authz"] is True
+
+
+async def test_registration_makes_the_agent_reachable(gateway: Gateway) -> None:
+    """Right after registering (no cache delay on this replica), session start finds the agent."""
+    assert (await gateway.start()).status_code == 404
+    await gateway.register_agent()
+    assert (await gateway.start()).status_code == 200
+
+
+async def test_user_token_cannot_register_an_agent(gateway: Gateway) -> None:
+    """A delegated user token is refused: agents authenticate as themselves (client credentials)."""
+    assert_error(await _register(gateway, gateway.entra.mint_user_token()), 403, "forbidden")
+
+
+async def test_app_token_without_the_agent_role_is_refused(gateway: Gateway) -> None:
+    """An app-only token without the configured agent role gets 403 and no registration row."""
+    response = await _register(gateway, gateway.agent_token(roles=["Agent.Invoke"]))
+    assert_error(response, 403, "forbidden")
+    async with gateway.services.engine.connect() as conn:
+        assert (await conn.execute(select(agent_registrations))).first() is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"enforce_client_authz": "yes"}, '"enforce_client_authz" must be true or false'),
+        ({"agent_name": "x"}, 'Unknown field "agent_name"'),
+        ({"display_name": "x" * 129}, '"display_name": Expected str of length <= 128'),
+    ],
+)
+async def test_invalid_body_is_a_400(gateway: Gateway, body: object, message: str) -> None:
+    """Malformed registration bodies are refused with the field named, and nothing is recorded."""
+    error = assert_error(await _register(gateway, gateway.agent_token(), body), 400, "invalid_request")
+    assert error["message"].startswith(message)

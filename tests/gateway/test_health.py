@@ -1,0 +1,53 @@
+"""Health endpoints: liveness without I/O, readiness from the database, the signing keys and draining."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.gateway.conftest import Gateway, running_gateway
+from tests.support.db import unreachable
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_live_answers_without_dependencies(gateway: Gateway) -> None:
+    """Liveness is 200 with no database or Entra call."""
+    response = await gateway.client.get("/api/health/live")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_ready_and_health_report_every_check(gateway: Gateway) -> None:
+    """With keys loaded and the database answering, ready and health are 200 and list their checks."""
+    for path in ("/api/health/ready", "/api/health"):
+        response = await gateway.client.get(path)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "ok"
+        assert body["checks"] == {"database": "ok", "signing_keys": "ok", "draining": "no"}
+        assert body["version"]
+
+
+async def test_not_ready_without_signing_keys(database_url: str) -> None:
+    """If the JWKS could not be loaded at start, the replica is not ready (and says why) but stays alive."""
+    async for gateway in running_gateway(database_url, before_start=lambda entra: entra.fail("jwks", times=10)):
+        ready = await gateway.client.get("/api/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["signing_keys"] == "unavailable"
+        assert (await gateway.client.get("/api/health/live")).status_code == 200
+
+
+async def test_not_ready_when_the_database_is_unreachable(database_url: str) -> None:
+    """A database that cannot be reached makes readiness 503 with the database check named."""
+    async for gateway in running_gateway(unreachable(database_url)):
+        response = await gateway.client.get("/api/health/ready")
+        assert response.status_code == 503
+        assert response.json()["checks"]["database"] == "unreachable"
+
+
+async def test_metrics_are_exposed(gateway: Gateway) -> None:
+    """`/metrics` serves Prometheus text including request and outcome counters."""
+    await gateway.start()
+    text = (await gateway.client.get("/metrics")).text
+    assert "lkps_http_requests_total" in text
+    assert 'lkps_outcomes_total{outcome="agent_not_connected",route="/api/session/start"} 1.0' in text
