@@ -146,9 +146,15 @@ class DevState:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -186,7 +192,9 @@ class DevState:
         return f"{authority}/{self.identity.tenant_id}/v2.0"
 
     def _sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self.signing_key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
+        return jwt.encode(
+            claims, self.signing_key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"}
+        )
 
     def _base_claims(self, authority: str, lifetime: int) -> dict[str, Any]:
         now = int(time.time())
@@ -306,7 +314,9 @@ class DevIssuer:
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self.authority = f"https://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="lkps-dev-issuer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="lkps-dev-issuer", daemon=True
+        )
 
     def start(self) -> DevIssuer:
         self._thread.start()
@@ -324,7 +334,7 @@ def _handler_for(issuer: DevIssuer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "lkps-dev-issuer"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - stdlib signature
             return  # requests carry client secrets in bodies; nothing is logged
 
         def _send(self, status: int, body: dict[str, Any]) -> None:

@@ -23,7 +23,9 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./lkps.db"
 MIN_LIVEKIT_SECRET_LENGTH = 32  # LiveKit refuses shorter secrets outside its --dev mode.
 MAX_LEEWAY_SECONDS = 300  # IdentityModel's default clock skew is the most any Entra validator allows.
 _CLAIM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
-_TOKEN_WORD = re.compile(r"^[!#-\[\]-~]{1,256}$")  # a scope or role value: printable, no space/quote/backslash
+_TOKEN_WORD = re.compile(
+    r"^[!#-\[\]-~]{1,256}$"
+)  # a scope or role value: printable, no space/quote/backslash
 
 
 class ConfigError(Exception):
@@ -190,7 +192,9 @@ class _Parser:
         self.problems.append(f"{name}: {text!r} is not a boolean (use true or false)")
         return default
 
-    def words(self, name: str, default: tuple[str, ...] = (), pattern: re.Pattern[str] = _TOKEN_WORD) -> tuple[str, ...]:
+    def words(
+        self, name: str, default: tuple[str, ...] = (), pattern: re.Pattern[str] = _TOKEN_WORD
+    ) -> tuple[str, ...]:
         text = self.raw(name)
         if text is None:
             return default
@@ -225,7 +229,7 @@ class _Parser:
             self.problems.append(f"{name}: {text!r} must not carry a query or fragment")
         return text.rstrip("/")
 
-    def parse(self) -> Settings:  # noqa: C901, PLR0915 - one linear pass over the contract reads best
+    def parse(self) -> Settings:  # noqa: C901 - one linear pass over the contract reads best
         tenant = self.required("LKPS_ENTRA_TENANT_ID")
         if tenant and not is_guid(tenant):
             self.problems.append(
@@ -244,12 +248,15 @@ class _Parser:
             parts = urlsplit(livekit_url)
             if parts.scheme not in {"wss", "https", "ws", "http"} or not parts.hostname:
                 self.problems.append(f"LKPS_LIVEKIT_URL: {livekit_url!r} must be a wss:// or https:// URL")
-            elif parts.scheme in {"ws", "http"} and not is_loopback_host(parts.hostname):
-                if not self.boolean("LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL", default=False):
-                    self.problems.append(
-                        f"LKPS_LIVEKIT_URL: {livekit_url!r} is plaintext to a non-loopback host; clients would "
-                        "send their tokens unencrypted. Use wss:// or set LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL=true"
-                    )
+            elif (
+                parts.scheme in {"ws", "http"}
+                and not is_loopback_host(parts.hostname)
+                and not self.boolean("LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL", default=False)
+            ):
+                self.problems.append(
+                    f"LKPS_LIVEKIT_URL: {livekit_url!r} is plaintext to a non-loopback host; clients would send "
+                    "their tokens unencrypted. Use wss:// or set LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL=true"
+                )
         api_key = self.required("LKPS_LIVEKIT_API_KEY", secret=True)
         api_secret = self.required("LKPS_LIVEKIT_API_SECRET", secret=True)
         if api_secret and len(api_secret) < MIN_LIVEKIT_SECRET_LENGTH:
@@ -291,13 +298,17 @@ class _Parser:
             ),
             entra_http_timeout_seconds=self.number("LKPS_ENTRA_HTTP_TIMEOUT_SECONDS", 5.0, float, 0.1, 60),
             max_token_bytes=self.number("LKPS_MAX_TOKEN_BYTES", 16 * 1024, int, 1024, 256 * 1024),
-            verified_token_cache_size=self.number("LKPS_VERIFIED_TOKEN_CACHE_SIZE", 10_000, int, 0, 1_000_000),
+            verified_token_cache_size=self.number(
+                "LKPS_VERIFIED_TOKEN_CACHE_SIZE", 10_000, int, 0, 1_000_000
+            ),
             user_id_claims=user_id_claims,
             client_roles=self.words("LKPS_CLIENT_ROLES"),
             client_scopes=self.words("LKPS_CLIENT_SCOPES"),
             client_app_ids=self.guids("LKPS_CLIENT_APP_IDS"),
             agent_roles=self.words("LKPS_AGENT_ROLES"),
-            participant_token_ttl_seconds=self.number("LKPS_PARTICIPANT_TOKEN_TTL_SECONDS", 600, int, 60, 86400),
+            participant_token_ttl_seconds=self.number(
+                "LKPS_PARTICIPANT_TOKEN_TTL_SECONDS", 600, int, 60, 86400
+            ),
             agent_token_ttl_seconds=self.number("LKPS_AGENT_TOKEN_TTL_SECONDS", 3600, int, 300, 86400),
             agent_cache_ttl_seconds=self.number("LKPS_AGENT_CACHE_TTL_SECONDS", 1.0, float, 0, 60),
             database_url=database_url,
@@ -322,7 +333,9 @@ class _Parser:
     def database_url(self) -> str:
         url = self.secret("LKPS_DATABASE_URL") or DEFAULT_DATABASE_URL
         if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            self.problems.append("LKPS_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+            self.problems.append(
+                "LKPS_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
         return url
 
     def _graph_credential(self) -> GraphCredential | None:
@@ -330,11 +343,15 @@ class _Parser:
         secret = self.secret("LKPS_ENTRA_CLIENT_SECRET")
         certificate = self.existing_file("LKPS_ENTRA_CLIENT_CERTIFICATE")
         federated = self.raw("LKPS_ENTRA_FEDERATED_TOKEN_FILE")
-        given = [name for name, value in (
-            ("LKPS_ENTRA_CLIENT_SECRET", secret),
-            ("LKPS_ENTRA_CLIENT_CERTIFICATE", certificate),
-            ("LKPS_ENTRA_FEDERATED_TOKEN_FILE", federated),
-        ) if value is not None]
+        given = [
+            name
+            for name, value in (
+                ("LKPS_ENTRA_CLIENT_SECRET", secret),
+                ("LKPS_ENTRA_CLIENT_CERTIFICATE", certificate),
+                ("LKPS_ENTRA_FEDERATED_TOKEN_FILE", federated),
+            )
+            if value is not None
+        ]
         if client_id is None:
             if given:
                 self.problems.append(f"{given[0]} is set but LKPS_ENTRA_CLIENT_ID is not")

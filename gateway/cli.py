@@ -92,7 +92,9 @@ def _dev(port: int, issuer_port: int, state_dir: Path) -> int:
 
     issuer, env, agent_id = start(state_dir, issuer_port)
     os.environ.update(env)  # granian's workers build the app from the environment, like `serve`
-    lkps = shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
+    # The printed commands must work in a fresh shell, where this virtualenv is not activated.
+    script = Path(sys.executable).with_name("lkps")
+    lkps = str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
     base_url = f"http://127.0.0.1:{port}"
     print(instructions(issuer.state, issuer.authority, base_url, agent_id, lkps))  # noqa: T201
     return _serve("127.0.0.1", port, 1, os.environ)

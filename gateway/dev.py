@@ -100,6 +100,7 @@ curl -s -X POST {base_url}/api/agent/register -H "Authorization: Bearer $({lkps}
 
 def start(state_dir: Path, issuer_port: int) -> tuple[DevIssuer, dict[str, str], str]:
     """Start the issuer, remember its address for `lkps dev token`, prepare the database."""
+    state_dir = state_dir.resolve()
     issuer = DevIssuer(DevState(state_dir), port=issuer_port).start()
     (state_dir / "authority").write_text(issuer.authority)
     env = dev_environment(issuer.state, issuer.authority)

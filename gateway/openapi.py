@@ -19,7 +19,7 @@ def documented_body(struct: type[msgspec.Struct]) -> dict[str, Provide]:
     dependency in scope; this one is never consumed by a handler and so never runs.
     """
 
-    async def body_schema(data: Any) -> None:
+    async def body_schema(data: Any) -> None:  # noqa: ARG001 - exists only to be documented
         return None
 
     body_schema.__annotations__ = {"data": struct, "return": None}
@@ -37,6 +37,8 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         503: "A dependency is unavailable; retry after Retry-After.",
     }
     return {
-        status: ResponseSpec(data_container=ErrorBody, description=descriptions[status], generate_examples=False)
+        status: ResponseSpec(
+            data_container=ErrorBody, description=descriptions[status], generate_examples=False
+        )
         for status in statuses
     }

@@ -24,7 +24,8 @@ class SessionStartRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Start a session with an agent."""
 
     agent_entra_app_id: Annotated[
-        str, msgspec.Meta(description="The target agent's Entra application (client) id.", pattern=GUID_PATTERN)
+        str,
+        msgspec.Meta(description="The target agent's Entra application (client) id.", pattern=GUID_PATTERN),
     ]
     metadata: (
         Annotated[
@@ -87,7 +88,7 @@ def decode_body(body: bytes, struct: type[T]) -> T:
         raise bad_request("The body is not valid JSON.", reason="invalid_json") from None
 
 
-def _describe(problem: str, struct: type[msgspec.Struct]) -> str:
+def _describe(problem: str, struct: type[msgspec.Struct]) -> str:  # noqa: PLR0911 - one return per message
     if match := _MISSING.match(problem):
         return f'"{match["field"]}" is required'
     if match := _UNKNOWN.match(problem):

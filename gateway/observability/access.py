@@ -6,11 +6,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from litestar.enums import ScopeType
 
 from gateway.observability.context import RequestContext, attach_context, new_request_id
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
     from gateway.observability.metrics import Metrics
 
@@ -26,7 +27,7 @@ class AccessLayer:
         self.trust_request_id = trust_request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -47,7 +48,7 @@ class AccessLayer:
         finally:
             self._record(scope, ctx, status, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, ctx: RequestContext, status: int, elapsed: float) -> None:
+    def _record(self, scope: HTTPScope, ctx: RequestContext, status: int, elapsed: float) -> None:
         handler: Any = scope.get("route_handler")
         route = next(iter(handler.paths)) if handler is not None else "unmatched"
         self.metrics.requests.labels(scope["method"], route, str(status)).inc()

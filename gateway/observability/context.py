@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ class RequestContext:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def new_request_id(raw_headers: list[tuple[bytes, bytes]], trust_incoming: bool) -> str:
+def new_request_id(raw_headers: Iterable[tuple[bytes, bytes]], trust_incoming: bool) -> str:
     """Reuse a well-formed incoming `X-Request-ID` (so traces join up across proxies), else mint one."""
     if trust_incoming:
         for name, value in raw_headers:

@@ -13,7 +13,10 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "lkps_http_requests", "HTTP requests by route and status.", ["method", "route", "status"], registry=r
+            "lkps_http_requests",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "lkps_http_request_duration_seconds",

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=5)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -34,10 +34,10 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-async def ping(engine: AsyncEngine, timeout: float = 2.0) -> bool:
-    """True when the database answers `select 1` within `timeout` seconds."""
+async def ping(engine: AsyncEngine, within_seconds: float = 2.0) -> bool:
+    """True when the database answers `select 1` within `within_seconds`."""
     try:
-        async with asyncio.timeout(timeout), engine.connect() as conn:
+        async with asyncio.timeout(within_seconds), engine.connect() as conn:
             await conn.execute(text("select 1"))
     except Exception:
         return False

@@ -9,7 +9,13 @@ from litestar import Request, post
 from gateway.auth import caller_of, session_caller
 from gateway.observability.context import context_of
 from gateway.openapi import documented_body, error_responses
-from gateway.schemas import SessionStartRequest, SessionStartResponse, agent_app_id, decode_body, metadata_json
+from gateway.schemas import (
+    SessionStartRequest,
+    SessionStartResponse,
+    agent_app_id,
+    decode_body,
+    metadata_json,
+)
 from gateway.services import services_of
 
 MAX_BODY_BYTES = 64 * 1024  # metadata is capped at 10 KB; anything far larger is not a session request

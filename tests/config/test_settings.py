@@ -57,17 +57,24 @@ class TestValidConfiguration:
         """`<NAME>_FILE` supplies a secret from a mounted file, trimmed of whitespace."""
         secret_file = tmp_path / "secret"
         secret_file.write_text("f" * 40 + "\n")
-        settings = Settings.from_env(env(LKPS_LIVEKIT_API_SECRET="<unset>", LKPS_LIVEKIT_API_SECRET_FILE=str(secret_file)))
+        settings = Settings.from_env(
+            env(LKPS_LIVEKIT_API_SECRET="<unset>", LKPS_LIVEKIT_API_SECRET_FILE=str(secret_file))
+        )
         assert settings.livekit_api_secret == "f" * 40
 
     def test_user_id_claims_always_end_with_oid(self) -> None:
         """The configured user-id claims fall back to oid, which every token carries."""
-        assert Settings.from_env(env(LKPS_USER_ID_CLAIMS="employeeid")).user_id_claims == ("employeeid", "oid")
+        assert Settings.from_env(env(LKPS_USER_ID_CLAIMS="employeeid")).user_id_claims == (
+            "employeeid",
+            "oid",
+        )
 
     def test_graph_credential_with_exactly_one_form(self) -> None:
         """A client id plus one credential form configures Graph access."""
         settings = Settings.from_env(
-            env(LKPS_ENTRA_CLIENT_ID="9a1f5d2c-3b4e-4f60-8a7b-9c0d1e2f3a4b", LKPS_ENTRA_CLIENT_SECRET="x" * 20)
+            env(
+                LKPS_ENTRA_CLIENT_ID="9a1f5d2c-3b4e-4f60-8a7b-9c0d1e2f3a4b", LKPS_ENTRA_CLIENT_SECRET="x" * 20
+            )
         )
         assert settings.graph is not None
         assert settings.graph.client_secret == "x" * 20
@@ -75,7 +82,10 @@ class TestValidConfiguration:
 
     def test_plaintext_livekit_url_is_allowed_on_loopback(self) -> None:
         """A ws:// LiveKit URL on loopback (a local server) needs no opt-in."""
-        assert Settings.from_env(env(LKPS_LIVEKIT_URL="ws://127.0.0.1:7880")).livekit_url == "ws://127.0.0.1:7880"
+        assert (
+            Settings.from_env(env(LKPS_LIVEKIT_URL="ws://127.0.0.1:7880")).livekit_url
+            == "ws://127.0.0.1:7880"
+        )
 
 
 class TestRefusedConfiguration:
@@ -103,7 +113,12 @@ class TestRefusedConfiguration:
     def test_missing_required_variables_are_named(self) -> None:
         """An empty environment lists each required variable."""
         found = problems({})
-        for variable in ("LKPS_ENTRA_TENANT_ID", "LKPS_ENTRA_AUDIENCES", "LKPS_LIVEKIT_URL", "LKPS_LIVEKIT_API_KEY"):
+        for variable in (
+            "LKPS_ENTRA_TENANT_ID",
+            "LKPS_ENTRA_AUDIENCES",
+            "LKPS_LIVEKIT_URL",
+            "LKPS_LIVEKIT_API_KEY",
+        ):
             assert any(problem.startswith(variable) for problem in found), variable
 
     @pytest.mark.parametrize(
@@ -144,7 +159,9 @@ class TestRefusedConfiguration:
     def test_unreadable_secret_file_is_reported(self, tmp_path: Path) -> None:
         """A _FILE variable naming a missing file is reported with the path."""
         missing = tmp_path / "absent"
-        [problem] = problems(env(LKPS_LIVEKIT_API_SECRET="<unset>", LKPS_LIVEKIT_API_SECRET_FILE=str(missing)))
+        [problem] = problems(
+            env(LKPS_LIVEKIT_API_SECRET="<unset>", LKPS_LIVEKIT_API_SECRET_FILE=str(missing))
+        )
         assert str(missing) in problem
 
     def test_graph_credential_forms_are_exclusive(self, tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from config import Settings
 from gateway.app import create_app
-from gateway.services import Services, build_services
 from gateway.persistence.tables import sessions
+from gateway.services import Services, build_services
 from tests.support.clock import FakeClock
 from tests.support.entra import FakeEntra, make_settings
 from tests.support.livekit import API_KEY, API_SECRET

@@ -16,13 +16,17 @@ pytestmark = pytest.mark.anyio
 
 async def _register(gateway: Gateway, token: str, body: object = None):  # type: ignore[no-untyped-def]
     return await gateway.client.post(
-        "/api/agent/register", headers={"Authorization": f"Bearer {token}"}, json=body if body is not None else {}
+        "/api/agent/register",
+        headers={"Authorization": f"Bearer {token}"},
+        json=body if body is not None else {},
     )
 
 
 async def test_agent_gets_an_agent_token_named_after_its_app_id(gateway: Gateway) -> None:
     """The response holds the LiveKit URL, an agent-grant-only token, its expiry and the agent name."""
-    response = await _register(gateway, gateway.agent_token(), {"display_name": "Helpdesk", "agent_version": "2.1"})
+    response = await _register(
+        gateway, gateway.agent_token(), {"display_name": "Helpdesk", "agent_version": "2.1"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["livekit_url"] == gateway.settings.livekit_url

@@ -16,8 +16,13 @@ pytestmark = pytest.mark.anyio
 BODY = orjson.dumps({"agent_entra_app_id": AGENT_ID})
 # Refused before any key is looked up: these must not make lkps call the JWKS endpoint.
 _FORM_REASONS = {
-    "token_missing", "invalid_request", "token_too_large", "token_malformed", "alg_not_allowed",
-    "header_param_forbidden", "kid_invalid",
+    "token_missing",
+    "invalid_request",
+    "token_too_large",
+    "token_malformed",
+    "alg_not_allowed",
+    "header_param_forbidden",
+    "kid_invalid",
 }
 
 

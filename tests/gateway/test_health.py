@@ -30,7 +30,9 @@ async def test_ready_and_health_report_every_check(gateway: Gateway) -> None:
 
 async def test_not_ready_without_signing_keys(database_url: str) -> None:
     """If the JWKS could not be loaded at start, the replica is not ready (and says why) but stays alive."""
-    async for gateway in running_gateway(database_url, before_start=lambda entra: entra.fail("jwks", times=10)):
+    async for gateway in running_gateway(
+        database_url, before_start=lambda entra: entra.fail("jwks", times=10)
+    ):
         ready = await gateway.client.get("/api/health/ready")
         assert ready.status_code == 503
         assert ready.json()["checks"]["signing_keys"] == "unavailable"

@@ -24,7 +24,7 @@ def _payload(token: str) -> dict:
 
 
 def _header(token: str) -> dict:
-    segment = token.split(".")[0]
+    segment = token.split(".", maxsplit=1)[0]
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
 
 

@@ -22,7 +22,9 @@ async def test_one_access_line_per_request_with_ids_and_reason(gateway: Gateway)
     assert line["status"] == 404
     assert line["outcome"] == "agent_not_connected"
     assert line["route"] == "/api/session/start"
-    assert line["oid"] and line["azp"] and line["tid"]
+    assert line["oid"]
+    assert line["azp"]
+    assert line["tid"]
     assert line["agent_id"]
     assert token not in repr(logs)
 
@@ -61,7 +63,11 @@ async def test_framework_errors_use_the_error_shape(
     """Unknown routes and wrong methods answer with the same error shape as everything else."""
     response = await gateway.client.request(method, path)
     assert response.status_code == status
-    assert response.json() == {"error": code, "message": response.json()["message"], "request_id": response.headers["x-request-id"]}
+    assert response.json() == {
+        "error": code,
+        "message": response.json()["message"],
+        "request_id": response.headers["x-request-id"],
+    }
 
 
 async def test_unexpected_failure_is_a_500_without_details(gateway: Gateway) -> None:

@@ -19,13 +19,18 @@ def _resolve(document: dict, schema: dict) -> dict:
 async def test_request_bodies_document_exactly_the_accepted_fields(gateway: Gateway) -> None:
     """Each documented request body lists exactly the fields the handler accepts, and forbids others."""
     document = (await gateway.client.get("/schema/openapi.json")).json()
-    for path, struct in (("/api/session/start", SessionStartRequest), ("/api/agent/register", AgentRegisterRequest)):
+    for path, struct in (
+        ("/api/session/start", SessionStartRequest),
+        ("/api/agent/register", AgentRegisterRequest),
+    ):
         operation = document["paths"][path]["post"]
         schema = _resolve(document, operation["requestBody"]["content"]["application/json"]["schema"])
         assert set(schema["properties"]) == set(struct.__struct_fields__), path
     start = _resolve(
         document,
-        document["paths"]["/api/session/start"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+        document["paths"]["/api/session/start"]["post"]["requestBody"]["content"]["application/json"][
+            "schema"
+        ],
     )
     assert start["required"] == ["agent_entra_app_id"]
 
@@ -37,7 +42,11 @@ async def test_responses_and_errors_are_documented(gateway: Gateway) -> None:
     assert set(responses) >= {"200", "400", "401", "403", "404", "429", "503"}
     ok = _resolve(document, responses["200"]["content"]["application/json"]["schema"])
     assert set(ok["properties"]) == {
-        "room_name", "livekit_url", "participant_token", "participant_identity", "expires_at"
+        "room_name",
+        "livekit_url",
+        "participant_token",
+        "participant_identity",
+        "expires_at",
     }
     error = _resolve(document, responses["404"]["content"]["application/json"]["schema"])
     assert set(error["properties"]) == {"error", "message", "request_id"}

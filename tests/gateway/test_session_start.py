@@ -6,8 +6,10 @@ import json
 import re
 
 import pytest
+from sqlalchemy import select
 
 from gateway.livekit_tokens import DEPARTURE_TIMEOUT_SECONDS, MAX_PARTICIPANTS
+from gateway.persistence.tables import sessions
 from tests.gateway.conftest import AGENT_ID, Gateway
 from tests.support.entra import SERVICE_CLIENT_ID, SERVICE_OID, SPA_CLIENT_ID, USER_OID
 from tests.support.livekit import verify_python
@@ -32,10 +34,18 @@ class TestSuccess:
         """A user token yields 200 with a room named after the user and a token for exactly that room."""
         await gateway.register_agent()
         token = gateway.entra.mint_user_token(cwid="AB12C", name="Ada Lovelace")
-        response = await gateway.start(token, {"agent_entra_app_id": AGENT_ID, "metadata": {"language": "en"}})
+        response = await gateway.start(
+            token, {"agent_entra_app_id": AGENT_ID, "metadata": {"language": "en"}}
+        )
         assert response.status_code == 200, response.text
         body = response.json()
-        assert set(body) == {"room_name", "livekit_url", "participant_token", "participant_identity", "expires_at"}
+        assert set(body) == {
+            "room_name",
+            "livekit_url",
+            "participant_token",
+            "participant_identity",
+            "expires_at",
+        }
         assert body["livekit_url"] == gateway.settings.livekit_url
         match = ROOM.match(body["room_name"])
         assert match is not None
@@ -66,7 +76,9 @@ class TestSuccess:
         assert config.max_participants == MAX_PARTICIPANTS == 2
         assert config.departure_timeout == DEPARTURE_TIMEOUT_SECONDS == 30
         assert config.sync_streams is True
-        assert [(a.agent_name, json.loads(a.metadata)) for a in config.agents] == [(AGENT_ID, {"language": "en"})]
+        assert [(a.agent_name, json.loads(a.metadata)) for a in config.agents] == [
+            (AGENT_ID, {"language": "en"})
+        ]
         assert body["expires_at"] == int(gateway.clock.now()) + 600
         assert await gateway.session_rows() == 1
 
@@ -98,10 +110,6 @@ class TestSuccess:
 
     async def test_session_row_records_who_which_client_which_agent_and_room(self, gateway: Gateway) -> None:
         """The audit row names the caller, its client app, the agent, the room and the request."""
-        from sqlalchemy import select
-
-        from gateway.persistence.tables import sessions
-
         await gateway.register_agent()
         response = await gateway.start(**{"X-Request-ID": "trace-123"})
         body = response.json()
@@ -149,7 +157,7 @@ class TestBadRequests:
             ({"agent_entra_app_id": 42}, '"agent_entra_app_id" must be a string'),
             (
                 {"agent_entra_app_id": "not-a-uuid"},
-                "\"agent_entra_app_id\" must be a UUID: the agent's Entra application (client) id",
+                '"agent_entra_app_id" must be a UUID: the agent\'s Entra application (client) id',
             ),
             ({"agent_entra_app_id": AGENT_ID, "metadata": []}, '"metadata" must be a JSON object'),
             ({"agent_entra_app_id": AGENT_ID, "metadata": "x"}, '"metadata" must be a JSON object'),
@@ -164,7 +172,9 @@ class TestBadRequests:
             ([AGENT_ID], "The body must be a JSON object."),
         ],
     )
-    async def test_invalid_body_is_a_400_naming_the_field(self, gateway: Gateway, body: object, message: str) -> None:
+    async def test_invalid_body_is_a_400_naming_the_field(
+        self, gateway: Gateway, body: object, message: str
+    ) -> None:
         """Each malformed body gets 400 with an actionable message and writes nothing."""
         await gateway.register_agent()
         assert_error(await gateway.start(body=body), 400, "invalid_request", message)

@@ -92,9 +92,13 @@ class TestActive:
         first = await registry.register(_new(), expires_at=int(clock.now()) + 60)
         second = await registry.register(_new(), expires_at=int(clock.now()) + 120)
         async with engine.connect() as conn:
-            rows = (await conn.execute(select(agent_registrations).order_by(agent_registrations.c.expires_at))).all()
+            rows = (
+                await conn.execute(select(agent_registrations).order_by(agent_registrations.c.expires_at))
+            ).all()
         assert [row.id for row in rows] == [first.id, second.id]
-        assert all(row.requester_object_id == _new().requester_object_id and row.revoked is False for row in rows)
+        assert all(
+            row.requester_object_id == _new().requester_object_id and row.revoked is False for row in rows
+        )
         assert rows[0].expires_at.timestamp() == int(clock.now()) + 60
 
 

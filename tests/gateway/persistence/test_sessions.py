@@ -75,7 +75,9 @@ async def test_a_conflicting_row_fails_alone(engine: AsyncEngine) -> None:
     writer = SessionWriter(engine, Metrics())
     await writer.record(_record("taken"))
     results = await asyncio.gather(
-        writer.record(_record("fresh-1")), writer.record(_record("taken")), writer.record(_record("fresh-2")),
+        writer.record(_record("fresh-1")),
+        writer.record(_record("taken")),
+        writer.record(_record("fresh-2")),
         return_exceptions=True,
     )
     assert results[0] is None
@@ -85,7 +87,9 @@ async def test_a_conflicting_row_fails_alone(engine: AsyncEngine) -> None:
     await writer.aclose()
 
 
-async def test_database_failure_fails_every_request_of_the_batch(engine: AsyncEngine, database_url: str) -> None:
+async def test_database_failure_fails_every_request_of_the_batch(
+    engine: AsyncEngine, database_url: str
+) -> None:
     """If the database is unreachable, every waiting request gets the error and no row is written."""
     broken = create_engine(unreachable(database_url), pool_size=1)
     writer = SessionWriter(broken, Metrics())

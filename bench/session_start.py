@@ -1,0 +1,191 @@
+"""Load test of `POST /api/session/start`: granian (one worker) + wrk on loopback, SQLite or PostgreSQL.
+
+The server is the real `lkps serve`, validating real RS256 tokens against the embedded dev issuer's JWKS
+(over HTTPS), with a registered agent, writing a session row per 200. Two token modes: one token reused
+by every request (what an SPA or backend does for an hour) and a pool of distinct tokens, so the
+verified-token cache is not the only thing that makes it fast. After each run the session rows are
+counted against wrk's 2xx count: every 200 must have its row.
+
+    python bench/session_start.py --db sqlite --tokens 1 --tokens 5000 --duration 10
+    python bench/session_start.py --db postgres --postgres-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+
+from authz.dev_issuer import DevIssuer, DevState
+from gateway.dev import dev_environment, prepare_database
+from gateway.persistence.db import create_engine
+from gateway.persistence.tables import sessions
+
+LUA = """
+local tokens = {}
+for line in io.lines("%(tokens)s") do tokens[#tokens + 1] = line end
+local body = '{"agent_entra_app_id": "%(agent)s", "metadata": {"language": "en"}}'
+local i = 0
+request = function()
+  i = i + 1
+  local token = tokens[(i %% #tokens) + 1]
+  return wrk.format("POST", "/api/session/start",
+    {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%d %%d %%.3f %%.3f %%.3f\\n", summary.requests,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def count_rows(url: str) -> int:
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(sessions))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def create_postgres_database(server_url: str) -> str:
+    name = f"lkps_bench_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(server_url, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(f"CREATE DATABASE {name}"))
+    await engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"server not ready at {url}")
+
+
+def run_wrk(port: int, script: Path, duration: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not match or not rps:
+        raise SystemExit(f"unexpected wrk output:\n{out}")
+    return {
+        "requests": int(match[1]),
+        "non_2xx": int(match[2]),
+        "socket_errors": int(match[3]),
+        "p50_ms": float(match[4]),
+        "p99_ms": float(match[5]),
+        "max_ms": float(match[6]),
+        "rps": float(rps[1]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "LKPS_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    parser.add_argument("--tokens", type=int, action="append", help="distinct tokens per run (repeatable)")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is required: apt-get install -y wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="lkps-bench-"))
+    issuer = DevIssuer(DevState(work / "state")).start()
+    env = dev_environment(issuer.state, issuer.authority)
+    if args.db == "postgres":
+        env["LKPS_DATABASE_URL"] = asyncio.run(create_postgres_database(args.postgres_url))
+    env["LKPS_LOG_FORMAT"] = "json"
+    agent = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("LKPS_")}, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results = []
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/api/health/ready")
+        for count in args.tokens or [1, 5000]:
+            tokens = work / f"tokens-{count}.txt"
+            tokens.write_text(
+                "\n".join(issuer.state.user_token(issuer.authority, f"user{i}") for i in range(count))
+            )
+            script = work / f"wrk-{count}.lua"
+            script.write_text(LUA % {"tokens": tokens, "agent": agent})
+            run_wrk(port, script, args.warmup, args.connections)
+            before = asyncio.run(count_rows(env["LKPS_DATABASE_URL"]))
+            result = run_wrk(port, script, args.duration, args.connections)
+            stored = asyncio.run(count_rows(env["LKPS_DATABASE_URL"])) - before
+            ok = result["requests"] - result["non_2xx"] - result["socket_errors"]
+            result |= {"db": args.db, "distinct_tokens": count, "rows_written": stored, "ok_responses": ok}
+            results.append(result)
+            print(
+                f"{args.db:8s} tokens={count:<6d} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
+                f"p99 {result['p99_ms']:6.2f} ms  max {result['max_ms']:7.2f} ms  non-2xx {result['non_2xx']}  "
+                f"rows {stored} / 200s {ok}",
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        issuer.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+{{/*
+Shared names, labels and pod fragments. Every template includes these instead of repeating them.
+*/}}
+
+{{/* Chart name, overridable with nameOverride. */}}
+{{- define "lkps.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name (63 characters at most: a DNS label). */}}
+{{- define "lkps.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version for the helm.sh/chart label. */}}
+{{- define "lkps.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The image tag actually deployed: image.tag, or the chart's appVersion. */}}
+{{- define "lkps.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/* Full image reference; a digest wins over the tag. */}}
+{{- define "lkps.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "lkps.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Recommended labels for every resource. */}}
+{{- define "lkps.labels" -}}
+helm.sh/chart: {{ include "lkps.chart" . | quote }}
+{{ include "lkps.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "lkps.imageTag" . | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+{{- end }}
+
+{{/* Selector labels: name and instance only, because selectors are immutable. */}}
+{{- define "lkps.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lkps.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
+{{- end }}
+
+{{/*
+Labels of the one-shot command pods (migration, retention). Their name label differs from the server's,
+so the Service, HPA, PDB and NetworkPolicy selectors never pick them up. Call with (list $ "component").
+*/}}
+{{- define "lkps.commandPodLabels" -}}
+{{- $root := index . 0 }}
+{{- $component := index . 1 }}
+helm.sh/chart: {{ include "lkps.chart" $root | quote }}
+app.kubernetes.io/name: {{ printf "%s-%s" (include "lkps.name" $root) $component | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/instance: {{ $root.Release.Name | quote }}
+app.kubernetes.io/version: {{ include "lkps.imageTag" $root | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service | quote }}
+app.kubernetes.io/component: {{ $component | quote }}
+app.kubernetes.io/part-of: {{ include "lkps.name" $root | quote }}
+{{- end }}
+
+{{/* ServiceAccount of the server pods. */}}
+{{- define "lkps.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "lkps.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the referenced Secret (never created by the chart). */}}
+{{- define "lkps.secretName" -}}
+{{- default (include "lkps.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{/* Path where the AKS workload-identity webhook projects the federated token. */}}
+{{- define "lkps.federatedTokenFile" -}}
+/var/run/secrets/azure/tokens/azure-identity-token
+{{- end }}
+
+{{/* Settings lkps reads as secrets (config/settings.py `secret(...)`): only ever from a Secret. */}}
+{{- define "lkps.secretSettingNames" -}}
+{{- list "LKPS_LIVEKIT_API_KEY" "LKPS_LIVEKIT_API_SECRET" "LKPS_DATABASE_URL" "LKPS_ENTRA_CLIENT_SECRET" "LKPS_ENTRA_CLIENT_CERTIFICATE_PASSWORD" | toJson }}
+{{- end }}
+
+{{/*
+Refuse values that would leak a secret or start a broken pod. Included by the ConfigMap, which always
+renders, so every install, upgrade and `helm template` runs these checks.
+*/}}
+{{- define "lkps.validate" -}}
+{{- $secretNames := include "lkps.secretSettingNames" . | fromJsonArray }}
+{{- range $key, $value := .Values.config }}
+{{- $text := toString $value }}
+{{- if has $key $secretNames }}
+{{- fail (printf "config.%s is a secret: store it in the Secret and map it under secrets.keys.%s, never in values" $key $key) }}
+{{- end }}
+{{- if and (not (hasSuffix "_FILE" $key)) (regexMatch "(SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY|CREDENTIAL|CONNECTION_STRING)" $key) }}
+{{- fail (printf "config.%s looks like a secret setting: reference it from a Secret instead of values" $key) }}
+{{- end }}
+{{- if regexMatch "://[^/@\\s]*:[^/@\\s]*@" $text }}
+{{- fail (printf "config.%s contains a URL with credentials: reference it from a Secret instead of values" $key) }}
+{{- end }}
+{{- if contains "-----BEGIN" $text }}
+{{- fail (printf "config.%s contains PEM material: mount it from a Secret instead of values" $key) }}
+{{- end }}
+{{- $direct := trimSuffix "_FILE" $key }}
+{{- if and (hasSuffix "_FILE" $key) (get $.Values.secrets.keys $direct) }}
+{{- fail (printf "config.%s conflicts with secrets.keys.%s: lkps refuses both; keep one" $key $direct) }}
+{{- end }}
+{{- end }}
+{{- if .Values.workloadIdentity.enabled }}
+{{- $_ := required "workloadIdentity.clientId is required when workloadIdentity.enabled is true" .Values.workloadIdentity.clientId }}
+{{- range $key := list "LKPS_ENTRA_CLIENT_ID" "LKPS_ENTRA_FEDERATED_TOKEN_FILE" "LKPS_ENTRA_CLIENT_CERTIFICATE" }}
+{{- if hasKey $.Values.config $key }}
+{{- fail (printf "config.%s must not be set with workload identity: the chart derives the Graph credential" $key) }}
+{{- end }}
+{{- end }}
+{{- if .Values.secrets.keys.LKPS_ENTRA_CLIENT_SECRET }}
+{{- fail "secrets.keys.LKPS_ENTRA_CLIENT_SECRET must be empty with workload identity: lkps accepts one Graph credential" }}
+{{- end }}
+{{- end }}
+{{- range $name := list "LKPS_LIVEKIT_API_KEY" "LKPS_LIVEKIT_API_SECRET" "LKPS_DATABASE_URL" }}
+{{- $_ := required (printf "secrets.keys.%s must name a key of the existing Secret" $name) (get $.Values.secrets.keys $name) }}
+{{- end }}
+{{- if eq (include "lkps.imageTag" .) "latest" }}
+{{- fail "the image tag must be pinned: \"latest\" is not allowed" }}
+{{- end }}
+{{- $drain := add (int .Values.preStopSleepSeconds) 30 }}
+{{- if le (int .Values.terminationGracePeriodSeconds) $drain }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + 30 s of request draining (%d)" (int .Values.terminationGracePeriodSeconds) $drain) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Non-secret settings as a YAML map: `config` plus what the chart derives. Sorted, so the checksum
+annotation only changes when a value does.
+*/}}
+{{- define "lkps.configData" -}}
+{{- $data := dict }}
+{{- range $key, $value := .Values.config }}
+{{- if kindIs "float64" $value }}
+{{- /* Values arrive as float64: print whole numbers as integers, never as 1e+06. */}}
+{{- $whole := int64 $value }}
+{{- $_ := set $data $key (ternary (toString $whole) (toString $value) (eq $value (float64 $whole))) }}
+{{- else if not (kindIs "invalid" $value) }}
+{{- $_ := set $data $key (toString $value) }}
+{{- end }}
+{{- end }}
+{{- if .Values.workloadIdentity.enabled }}
+{{- $_ := set $data "LKPS_ENTRA_CLIENT_ID" .Values.workloadIdentity.clientId }}
+{{- $_ := set $data "LKPS_ENTRA_FEDERATED_TOKEN_FILE" (include "lkps.federatedTokenFile" .) }}
+{{- end }}
+{{- range $key := keys $data | sortAlpha }}
+{{ $key }}: {{ get $data $key | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Secret settings as env entries, each from a secretKeyRef into the existing Secret. */}}
+{{- define "lkps.secretEnv" -}}
+{{- $secretName := include "lkps.secretName" . }}
+{{- range $name := keys .Values.secrets.keys | sortAlpha }}
+{{- $key := get $.Values.secrets.keys $name }}
+{{- if $key }}
+- name: {{ $name | quote }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secretName | quote }}
+      key: {{ $key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Writable /tmp for the read-only root filesystem, plus user volumes. */}}
+{{- define "lkps.volumes" -}}
+- name: "tmp"
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit | quote }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "lkps.volumeMounts" -}}
+- name: "tmp"
+  mountPath: "/tmp"
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod template spec of the one-shot commands (`lkps migrate`, `lkps prune`). The settings are inlined as
+env rather than read from the ConfigMap: a pre-install hook runs before the ConfigMap exists.
+Call with (dict "root" $ "name" "migrate" "args" (list ...) "resources" ... "serviceAccountName" "...").
+*/}}
+{{- define "lkps.commandPodSpec" -}}
+{{- $root := .root }}
+{{- with .serviceAccountName }}
+serviceAccountName: {{ . | quote }}
+{{- end }}
+automountServiceAccountToken: false
+restartPolicy: "Never"
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+containers:
+  - name: {{ .name | quote }}
+    image: {{ include "lkps.image" $root | quote }}
+    imagePullPolicy: {{ $root.Values.image.pullPolicy | quote }}
+    args:
+      {{- range .args }}
+      - {{ . | quote }}
+      {{- end }}
+    env:
+      {{- range $key, $value := include "lkps.configData" $root | fromYaml }}
+      - name: {{ $key | quote }}
+        value: {{ $value | quote }}
+      {{- end }}
+      {{- include "lkps.secretEnv" $root | trim | nindent 6 }}
+    securityContext:
+      {{- toYaml $root.Values.securityContext | nindent 6 }}
+    resources:
+      {{- toYaml .resources | nindent 6 }}
+    volumeMounts:
+      {{- include "lkps.volumeMounts" $root | nindent 6 }}
+volumes:
+  {{- include "lkps.volumes" $root | nindent 2 }}
+{{- with $root.Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $root.Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
