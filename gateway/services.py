@@ -13,6 +13,7 @@ from authz.clock import Clock, SystemClock
 from authz.entra import build_validator
 from authz.jwks import build_http_client
 from authz.policy import CallerPolicy
+from authz.preauth import build_preauthorizer
 from config import Settings
 from gateway.livekit_tokens import LiveKitMinter
 from gateway.observability.metrics import Metrics
@@ -57,6 +58,8 @@ class Services:
         self.draining = True
         await self.writer.aclose()
         await self.validator.aclose()
+        if self.authorizer is not None:
+            await self.authorizer.aclose()
         for resource in self._owned:
             await resource()
 
@@ -70,7 +73,11 @@ def build_services(
     authorizer: ClientAuthorizer | None = None,
     validator: TokenValidator | None = None,
 ) -> Services:
-    """Wire the production collaborators; anything passed in replaces its default (and is not closed)."""
+    """Wire the production collaborators; anything passed in replaces its default.
+
+    `http` and `engine` given by the caller are left for the caller to close; an `authorizer` given is
+    closed with the services like the default one.
+    """
     clock = clock or SystemClock()
     owned: list[Any] = []
     if http is None:
@@ -80,6 +87,8 @@ def build_services(
         engine = create_engine(settings.database_url, settings.database_pool_size)
         owned.append(engine.dispose)
     metrics = Metrics()
+    if authorizer is None:
+        authorizer = build_preauthorizer(settings, http, clock, metrics.registry)
     registry = AgentRegistry(engine, clock, settings.agent_cache_ttl_seconds)
     writer = SessionWriter(engine, metrics, settings.session_batch_max)
     minter = LiveKitMinter(settings.livekit_api_key, settings.livekit_api_secret, clock)

@@ -30,6 +30,8 @@ class ClientAuthorizer(Protocol):
         """Return if allowed; raise AccessDenied (403) or AuthUnavailable (503) otherwise."""
         ...
 
+    async def aclose(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class StartedSession:

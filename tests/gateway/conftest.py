@@ -11,9 +11,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from gateway.app import create_app
+from gateway.persistence.db import create_engine
 from gateway.persistence.tables import sessions
 from gateway.services import Services, build_services
 from tests.support.clock import FakeClock
@@ -33,6 +35,7 @@ class Gateway:
     clock: FakeClock
     services: Services
     settings: Settings
+    db: AsyncEngine  # the test's own engine: the app's runs on the test client's portal loop
 
     def agent_token(self, agent_id: str = AGENT_ID, **claims: Any) -> str:
         return self.entra.mint_app_token(
@@ -58,7 +61,7 @@ class Gateway:
         )
 
     async def session_rows(self) -> int:
-        async with self.services.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(sessions))).scalar_one())
 
 
@@ -83,9 +86,10 @@ async def running_gateway(
     )
     services = build_services(settings, clock=clock, http=entra.client(), authorizer=authorizer)
     app = create_app(settings, services)
+    db = create_engine(database_url, pool_size=2)
     async with AsyncTestClient(app) as client:
-        yield Gateway(client, app, entra, clock, services, settings)
-    await services.engine.dispose()
+        yield Gateway(client, app, entra, clock, services, settings, db)
+    await db.dispose()
 
 
 @pytest.fixture

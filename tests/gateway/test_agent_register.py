@@ -46,7 +46,7 @@ async def test_agent_gets_an_agent_token_named_after_its_app_id(gateway: Gateway
 async def test_registration_is_audited(gateway: Gateway) -> None:
     """Each call writes a row with the requester, expiry, revocation status and enforcement flag."""
     body = (await _register(gateway, gateway.agent_token(), {"enforce_client_authz": False})).json()
-    async with gateway.services.engine.connect() as conn:
+    async with gateway.db.connect() as conn:
         row = (await conn.execute(select(agent_registrations))).one()
     assert row.id == body["registration_id"]
     assert row.agent_app_id == AGENT_ID
@@ -82,7 +82,7 @@ async def test_app_token_without_the_agent_role_is_refused(gateway: Gateway) -> 
     """An app-only token without the configured agent role gets 403 and no registration row."""
     response = await _register(gateway, gateway.agent_token(roles=["Agent.Invoke"]))
     assert_error(response, 403, "forbidden")
-    async with gateway.services.engine.connect() as conn:
+    async with gateway.db.connect() as conn:
         assert (await conn.execute(select(agent_registrations))).first() is None
 
 

@@ -113,7 +113,7 @@ class TestSuccess:
         await gateway.register_agent()
         response = await gateway.start(**{"X-Request-ID": "trace-123"})
         body = response.json()
-        async with gateway.services.engine.connect() as conn:
+        async with gateway.db.connect() as conn:
             row = (await conn.execute(select(sessions))).one()
         assert row.room_name == body["room_name"]
         assert row.agent_app_id == AGENT_ID
