@@ -25,6 +25,8 @@ class AccessLayer:
         self.app = app
         self.metrics = metrics
         self.trust_request_id = trust_request_id
+        # `labels()` costs a lock and a tuple hash per call; the label sets are few, so keep the children.
+        self._children: dict[tuple[str, str, int, str], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -51,11 +53,21 @@ class AccessLayer:
     def _record(self, scope: HTTPScope, ctx: RequestContext, status: int, elapsed: float) -> None:
         handler: Any = scope.get("route_handler")
         route = next(iter(handler.paths)) if handler is not None else "unmatched"
-        self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-        self.metrics.latency.labels(route).observe(elapsed)
+        outcome = ctx.reason or ctx.outcome
+        key = (scope["method"], route, status, outcome)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.metrics.requests.labels(scope["method"], route, str(status)),
+                self.metrics.latency.labels(route),
+                self.metrics.outcomes.labels(route, outcome),
+            )
+        requests, latency, outcomes = children
+        requests.inc()
+        latency.observe(elapsed)
         if route in _QUIET_PATHS and status < 500:
             return
-        self.metrics.outcomes.labels(route, ctx.reason or ctx.outcome).inc()
+        outcomes.inc()
         log.info(
             "request",
             request_id=ctx.request_id,

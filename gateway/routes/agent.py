@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, post
 
-from gateway.auth import agent_caller, caller_of
+from gateway.auth import agent_caller
 from gateway.observability.context import context_of
 from gateway.openapi import documented_body, error_responses
 from gateway.persistence.agents import NewRegistration
@@ -18,7 +18,6 @@ from gateway.session_start import database_unavailable
 @post(
     "/api/agent/register",
     status_code=200,
-    guards=[agent_caller],
     dependencies=documented_body(AgentRegisterRequest),
     request_max_body_size=16 * 1024,
     responses=error_responses(400, 401, 403, 413, 503),
@@ -29,9 +28,9 @@ from gateway.session_start import database_unavailable
     "worker under. Call again before `expires_at` to renew; every call is recorded.",
 )
 async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterResponse:
+    caller = await agent_caller(request)
     services = services_of(request)
     ctx = context_of(request.scope)
-    caller = caller_of(request)
     body = decode_body(await request.body(), AgentRegisterRequest)
     agent_id = caller.client_app_id
     ctx.fields["agent_id"] = agent_id

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, post
 
-from gateway.auth import caller_of, session_caller
+from gateway.auth import session_caller
 from gateway.observability.context import context_of
 from gateway.openapi import documented_body, error_responses
 from gateway.schemas import (
@@ -24,7 +24,6 @@ MAX_BODY_BYTES = 64 * 1024  # metadata is capped at 10 KB; anything far larger i
 @post(
     "/api/session/start",
     status_code=200,
-    guards=[session_caller],
     dependencies=documented_body(SessionStartRequest),
     request_max_body_size=MAX_BODY_BYTES,
     responses=error_responses(400, 401, 403, 404, 413, 429, 503),
@@ -35,12 +34,12 @@ MAX_BODY_BYTES = 64 * 1024  # metadata is capped at 10 KB; anything far larger i
     "LiveKit token for one fresh room in which the agent is dispatched.",
 )
 async def start_session(request: Request[Any, Any, Any]) -> SessionStartResponse:
+    caller = await session_caller(request)
     services = services_of(request)
-    ctx = context_of(request.scope)
     body = decode_body(await request.body(), SessionStartRequest)
     agent = agent_app_id(body.agent_entra_app_id)
     metadata = metadata_json(body.metadata)
-    started = await services.sessions.start(caller_of(request), agent, metadata, ctx)
+    started = await services.sessions.start(caller, agent, metadata, context_of(request.scope))
     return SessionStartResponse(
         room_name=started.room_name,
         livekit_url=services.settings.livekit_url,
