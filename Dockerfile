@@ -38,6 +38,7 @@ COPY pyproject.toml uv.lock README.md ./
 COPY config ./config
 COPY authz ./authz
 COPY gateway ./gateway
+COPY lkps ./lkps
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 

@@ -1,8 +1,10 @@
 """The embedded development issuer: a real OIDC/JWKS endpoint and token endpoint over HTTPS on loopback.
 
 `lkps dev` points the gateway at it exactly as production points at Entra (discovery, JWKS, issuer and
-audience checks all run unchanged), and MSAL can use it with `instance_discovery=False`. MSAL only talks
-to https authorities, so the issuer has its own CA; clients trust `ca.pem` from the state directory.
+audience checks all run unchanged), and MSAL can use it with `instance_discovery=False` (client
+credentials) or, in a browser, with the authority in `knownAuthorities` (sign-in: `authz.dev_login`). MSAL
+only talks to https authorities, so the issuer has its own CA; clients trust `ca.pem` from the state
+directory.
 Key material persists there so tokens and trust survive restarts. It binds to 127.0.0.1 only.
 """
 
@@ -31,8 +33,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from authz.dev_login import BrowserLogin, LoginRefused, SignIn, loopback_url
+
 _DEV_NAMESPACE = uuid.UUID("6b1d3a52-5a43-4b5e-9f0a-6c6b7073a1d1")  # stable ids across restarts
 TOKEN_LIFETIME_SECONDS = 3600
+DEMO_AGENT = "demo agent"  # the descriptions `DevState.client` finds the two demo applications by
+DEMO_BACKEND = "demo backend service"
 
 
 @dataclass
@@ -61,6 +67,11 @@ class DevIdentity:
     @property
     def audiences(self) -> tuple[str, str]:
         return (self.api_app_id, self.api_uri)
+
+    @property
+    def delegated_scope(self) -> str:
+        """The scope an SPA requests to call lkps for its signed-in user."""
+        return f"{self.api_uri}/{self.user_scope}"
 
 
 class DevState:
@@ -102,8 +113,8 @@ class DevState:
             livekit_api_key="lkps-dev",
             livekit_api_secret=base64.urlsafe_b64encode(os.urandom(33)).decode(),
             clients={
-                client_id: DevClient(client_id, _secret(), ["Session.Start"], "demo backend service"),
-                agent_id: DevClient(agent_id, _secret(), ["Agent.Register"], "demo agent"),
+                client_id: DevClient(client_id, _secret(), ["Session.Start"], DEMO_BACKEND),
+                agent_id: DevClient(agent_id, _secret(), ["Agent.Register"], DEMO_AGENT),
             },
         )
         data = asdict(identity)
@@ -222,21 +233,48 @@ class DevState:
         }
         return self._sign(claims)
 
+    def user_object_id(self, user: str) -> str:
+        return str(uuid.uuid5(_DEV_NAMESPACE, f"user:{user}"))
+
+    def _user_claims(self, user: str) -> dict[str, Any]:
+        """The signed-in user's ids and names, shared by their access and id tokens."""
+        oid = self.user_object_id(user)
+        return {
+            "oid": oid,
+            "sub": base64.urlsafe_b64encode(hashlib.sha256(oid.encode()).digest()[:24]).decode(),
+            "name": user.title(),
+            "preferred_username": f"{user}@dev.lkps.invalid",
+        }
+
     def user_token(self, authority: str, user: str, lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
         """What Entra issues to the SPA for a signed-in user (delegated): idtyp=user, scp, the user's ids."""
-        oid = str(uuid.uuid5(_DEV_NAMESPACE, f"user:{user}"))
-        claims = self._base_claims(authority, lifetime) | {
+        claims = self._base_claims(authority, lifetime) | self._user_claims(user)
+        claims |= {
             "azp": self.identity.spa_client_id,
             "azpacr": "0",
             "idtyp": "user",
-            "oid": oid,
-            "sub": base64.urlsafe_b64encode(hashlib.sha256(oid.encode()).digest()[:24]).decode(),
             "scp": self.identity.user_scope,
-            "name": user.title(),
-            "preferred_username": f"{user}@dev.lkps.invalid",
             "cwid": user.upper(),
         }
         return self._sign(claims)
+
+    def browser_token_response(self, authority: str, sign_in: SignIn) -> dict[str, Any]:
+        """Entra's answer to the SPA's code redemption: lkps access token, id token and `client_info`."""
+        id_claims = self._base_claims(authority, TOKEN_LIFETIME_SECONDS) | self._user_claims(sign_in.user)
+        id_claims["aud"] = self.identity.spa_client_id
+        if sign_in.nonce is not None:
+            id_claims["nonce"] = sign_in.nonce  # MSAL refuses an id token without the nonce it sent
+        client_info = {"uid": self.user_object_id(sign_in.user), "utid": self.identity.tenant_id}
+        return {
+            "token_type": "Bearer",
+            "scope": self.identity.delegated_scope,
+            "expires_in": TOKEN_LIFETIME_SECONDS - 1,
+            "ext_expires_in": TOKEN_LIFETIME_SECONDS - 1,
+            "access_token": self.user_token(authority, sign_in.user),
+            "id_token": self._sign(id_claims),
+            # MSAL builds the account's home id (`<uid>.<utid>`) from this.
+            "client_info": base64.urlsafe_b64encode(json.dumps(client_info).encode()).decode().rstrip("="),
+        }
 
     def discovery(self, authority: str) -> dict[str, Any]:
         base = f"{authority}/{self.identity.tenant_id}"
@@ -244,12 +282,16 @@ class DevState:
             "issuer": self.issuer(authority),
             "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
             "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
             "jwks_uri": f"{base}/discovery/v2.0/keys",
             "response_types_supported": ["code"],
+            "response_modes_supported": ["query", "fragment"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": ["openid", "profile", "offline_access"],
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": ["RS256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_post"],
-            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "none"],
+            "grant_types_supported": ["client_credentials", "authorization_code"],
             "tenant_region_scope": "dev",
         }
 
@@ -269,9 +311,11 @@ class DevState:
         }
 
     def token_response(self, authority: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        """The OAuth2 token endpoint (client credentials with a client secret), with Entra's error shapes."""
+        """The OAuth2 client credentials grant (with a client secret), with Entra's error shapes."""
         if form.get("grant_type") != "client_credentials":
-            return 400, _oauth_error("unsupported_grant_type", "Only client_credentials is supported here.")
+            return 400, _oauth_error(
+                "unsupported_grant_type", "Only client_credentials and authorization_code are supported here."
+            )
         client = self.identity.clients.get(form.get("client_id", ""))
         secret = form.get("client_secret", "")
         if client is None or not hmac.compare_digest(secret.encode(), client.secret.encode()):
@@ -314,6 +358,7 @@ class DevIssuer:
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self.authority = f"https://127.0.0.1:{self._server.server_address[1]}"
+        self.login = BrowserLogin(state.identity.spa_client_id, state.identity.delegated_scope)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="lkps-dev-issuer", daemon=True
         )
@@ -327,44 +372,95 @@ class DevIssuer:
         self._server.server_close()
 
 
-def _handler_for(issuer: DevIssuer) -> type[BaseHTTPRequestHandler]:
-    state = issuer.state
-    tenant = state.identity.tenant_id
+class _Handler(BaseHTTPRequestHandler):
+    """The issuer's HTTP surface; `_handler_for` binds it to one running `DevIssuer`."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "lkps-dev-issuer"
+    server_version = "lkps-dev-issuer"
+    issuer: DevIssuer
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - stdlib signature
-            return  # requests carry client secrets in bodies; nothing is logged
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - stdlib signature
+        return  # requests carry client secrets in bodies; nothing is logged
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(payload)
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self._allow_origin()
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(payload)
 
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == f"/{tenant}/v2.0/.well-known/openid-configuration":
-                self._send(200, state.discovery(issuer.authority))
-            elif path == f"/{tenant}/discovery/v2.0/keys":
-                self._send(200, state.jwks(issuer.authority))
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+
+    def _allow_origin(self) -> None:
+        """MSAL Browser reads discovery and redeems codes with fetch() from the SPA's loopback origin."""
+        origin = self.headers.get("Origin")
+        if origin and loopback_url(origin):
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Vary", "Origin")
+
+    def do_OPTIONS(self) -> None:
+        # MSAL Browser's token request carries telemetry headers, so the browser asks first.
+        self.send_response(204)
+        self._allow_origin()
+        self.send_header("Access-Control-Allow-Methods", "GET, POST")
+        if requested := self.headers.get("Access-Control-Request-Headers"):
+            self.send_header("Access-Control-Allow-Headers", requested)
+        self.send_header("Access-Control-Max-Age", "600")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        state, authority = self.issuer.state, self.issuer.authority
+        tenant = state.identity.tenant_id
+        path, _, raw_query = self.path.partition("?")
+        query = {key: values[0] for key, values in parse_qs(raw_query).items()}
+        if path == f"/{tenant}/v2.0/.well-known/openid-configuration":
+            self._send(200, state.discovery(authority))
+        elif path == f"/{tenant}/discovery/v2.0/keys":
+            self._send(200, state.jwks(authority))
+        elif path == f"/{tenant}/oauth2/v2.0/authorize":
+            try:
+                self._redirect(self.issuer.login.authorize(query))
+            except LoginRefused as exc:
+                self._send(exc.status, _oauth_error(exc.error, exc.description))
+        elif path == f"/{tenant}/oauth2/v2.0/logout":
+            # Nothing to forget: the dev issuer keeps no sign-in session.
+            target = query.get("post_logout_redirect_uri", "")
+            if loopback_url(target):
+                self._redirect(target)
             else:
-                self._send(404, {"error": "not_found"})
+                self._send(200, {"signed_out": True})
+        else:
+            self._send(404, {"error": "not_found"})
 
-        def do_POST(self) -> None:
-            if self.path.split("?", 1)[0] != f"/{tenant}/oauth2/v2.0/token":
-                self._send(404, {"error": "not_found"})
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > 64 * 1024:
-                self._send(413, _oauth_error("invalid_request", "Body too large."))
-                return
-            raw = self.rfile.read(length).decode("utf-8", "replace")
-            form = {key: values[0] for key, values in parse_qs(raw).items()}
-            self._send(*state.token_response(issuer.authority, form))
+    def do_POST(self) -> None:
+        state, authority = self.issuer.state, self.issuer.authority
+        if self.path.split("?", 1)[0] != f"/{state.identity.tenant_id}/oauth2/v2.0/token":
+            self._send(404, {"error": "not_found"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 64 * 1024:
+            self._send(413, _oauth_error("invalid_request", "Body too large."))
+            return
+        raw = self.rfile.read(length).decode("utf-8", "replace")
+        form = {key: values[0] for key, values in parse_qs(raw).items()}
+        if form.get("grant_type") != "authorization_code":
+            self._send(*state.token_response(authority, form))
+            return
+        try:
+            sign_in = self.issuer.login.redeem(form)
+        except LoginRefused as exc:
+            self._send(exc.status, _oauth_error(exc.error, exc.description))
+            return
+        self._send(200, state.browser_token_response(authority, sign_in))
 
-    return Handler
+
+def _handler_for(issuer: DevIssuer) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"issuer": issuer})

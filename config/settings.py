@@ -86,6 +86,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"
     environment: str = "default"
+    cors_allowed_origins: tuple[str, ...] = ()
 
     @property
     def authority_host(self) -> str:
@@ -325,10 +326,34 @@ class _Parser:
             log_level=log_level,
             log_format=log_format,
             environment=self.raw("LKPS_ENVIRONMENT") or "default",
+            cors_allowed_origins=self.origins("LKPS_CORS_ALLOWED_ORIGINS"),
         )
         if self.problems:
             raise ConfigError(self.problems)
         return settings
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        """Exact browser origins (`scheme://host[:port]`), lower-cased as browsers send them."""
+        items = tuple(item.lower() for item in self.words(name))
+        if any("*" in item for item in items):
+            self.problems.append(
+                f"{name}: wildcards are not allowed; list each origin that may call lkps from a browser "
+                "(for example https://app.example.com)"
+            )
+            return ()
+        for item in items:
+            parts = urlsplit(item)
+            if (
+                parts.scheme not in {"http", "https"}
+                or not parts.hostname
+                or "@" in parts.netloc
+                or item != f"{parts.scheme}://{parts.netloc}"
+            ):
+                self.problems.append(
+                    f"{name}: {item!r} is not an origin; write scheme://host[:port] with no path, "
+                    "for example https://app.example.com"
+                )
+        return items
 
     def database_url(self) -> str:
         url = self.secret("LKPS_DATABASE_URL") or DEFAULT_DATABASE_URL

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -19,6 +20,7 @@ from gateway.errors import render_error
 from gateway.observability.access import AccessLayer
 from gateway.routes.agent import register_agent
 from gateway.routes.health import health, live, ready
+from gateway.routes.livekit_token import livekit_token
 from gateway.routes.metrics import metrics
 from gateway.routes.session import start_session
 from gateway.services import Services, build_services
@@ -46,8 +48,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         log.info("stopped")
 
     app = Litestar(
-        route_handlers=[start_session, register_agent, health, ready, live, metrics],
+        route_handlers=[start_session, livekit_token, register_agent, health, ready, live, metrics],
         exception_handlers={Exception: render_error},
+        cors_config=cors_config(settings.cors_allowed_origins),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=OpenAPIConfig(
@@ -76,6 +79,19 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     # Outermost layer, so it sees every response, including 404s and rendered exceptions.
     app.asgi_handler = AccessLayer(app.asgi_handler, services.metrics)
     return app
+
+
+def cors_config(origins: tuple[str, ...]) -> CORSConfig | None:
+    """Browsers on `origins` may call the API with a bearer token; no cookies, so no credentials mode."""
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(origins),
+        allow_methods=["POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        allow_credentials=False,
+        expose_headers=["X-Request-ID"],
+    )
 
 
 def app_from_env() -> Any:

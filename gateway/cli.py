@@ -1,4 +1,4 @@
-"""The `lkps` command: `serve`, `migrate`, `dev` (and `dev token`)."""
+"""The `lkps` command: `serve`, `migrate`, `dev` (and `dev token`), and the client's `session` and `agent`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from config import ConfigError, Settings
 from config.settings import database_url_from_env
+from lkps.cli import add_client_commands, run_client_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,14 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--issuer-port", type=int, default=8001)
     dev.add_argument("--state-dir", type=Path, default=Path(".lkps-dev"))
+    dev.add_argument(
+        "--cors-origin",
+        action="append",
+        help="a browser origin allowed to call lkps (repeatable; default: the examples/spa dev server's)",
+    )
     dev_commands = dev.add_subparsers(dest="dev_command")
     token = dev_commands.add_parser("token", help="print an access token from the dev issuer")
     kind = token.add_mutually_exclusive_group()
     kind.add_argument("--user", default="alice", help="a delegated (SPA) token for this user (default)")
     kind.add_argument("--app", action="store_true", help="an app-only token of the demo backend service")
     kind.add_argument("--agent", action="store_true", help="an app-only token of the demo agent")
+    add_client_commands(commands)
 
     args = parser.parse_args(argv)
+    if "client_command" in args:
+        return run_client_command(args)
     if args.command == "serve":
         return _serve(args.host, args.port, args.workers, os.environ)
     if args.command == "migrate":
@@ -46,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         kind_name = "agent" if args.agent else "app" if args.app else "user"
         print(mint(args.state_dir, kind_name, args.user))  # noqa: T201 - the token is the command's output
         return 0
-    return _dev(args.port, args.issuer_port, args.state_dir)
+    return _dev(args.port, args.issuer_port, args.state_dir, args.cors_origin)
 
 
 def _fail(error: ConfigError) -> int:
@@ -60,7 +69,7 @@ def _serve(host: str, port: int, workers: int, environ: dict[str, str] | os._Env
     except ConfigError as error:
         return _fail(error)
     from granian import Granian  # noqa: PLC0415 - imported only by the command that runs it
-    from granian.constants import Interfaces  # noqa: PLC0415
+    from granian.constants import Interfaces, Loops  # noqa: PLC0415
 
     Granian(
         "gateway.app:app_from_env",
@@ -69,6 +78,8 @@ def _serve(host: str, port: int, workers: int, environ: dict[str, str] | os._Env
         port=port,
         workers=workers,
         interface=Interfaces.ASGI,
+        # Measured: uvloop's cheaper thread-safe wake-ups take ~25-40% more session starts per core.
+        loop=Loops.uvloop,
         log_access=False,  # lkps writes its own access line with request id and outcome
         workers_kill_timeout=30,
     ).serve()
@@ -87,15 +98,16 @@ def _migrate() -> int:
     return 0
 
 
-def _dev(port: int, issuer_port: int, state_dir: Path) -> int:
+def _dev(port: int, issuer_port: int, state_dir: Path, cors_origins: list[str] | None) -> int:
     from gateway.dev import instructions, start  # noqa: PLC0415
 
-    issuer, env, agent_id = start(state_dir, issuer_port)
+    issuer, env, agent_id = start(state_dir, issuer_port, cors_origins)
     os.environ.update(env)  # granian's workers build the app from the environment, like `serve`
     # The printed commands must work in a fresh shell, where this virtualenv is not activated.
     script = Path(sys.executable).with_name("lkps")
     lkps = str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
     base_url = f"http://127.0.0.1:{port}"
+    (state_dir / "url").write_text(base_url)  # where `lkps session start --dev` finds this service
     print(instructions(issuer.state, issuer.authority, base_url, agent_id, lkps))  # noqa: T201
     return _serve("127.0.0.1", port, 1, os.environ)
 

@@ -11,22 +11,24 @@ from __future__ import annotations
 import asyncio
 import shlex
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from authz.clock import SystemClock
-from authz.dev_issuer import DevIssuer, DevState
+from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevIssuer, DevState
 from gateway.persistence.agents import AgentRegistry, NewRegistration
 from gateway.persistence.db import create_engine
 from gateway.persistence.migrate import upgrade
 
-DEMO_AGENT = "demo agent"
-DEMO_BACKEND = "demo backend service"
 DEMO_AGENT_REGISTRATION_DAYS = 30
+SPA_EXAMPLE_ORIGIN = "http://127.0.0.1:5173"  # where examples/spa's dev server listens
 
 
-def dev_environment(state: DevState, authority: str) -> dict[str, str]:
-    """The `LKPS_*` variables that point a gateway at the embedded issuer."""
+def dev_environment(
+    state: DevState, authority: str, cors_origins: Sequence[str] | None = None
+) -> dict[str, str]:
+    """The `LKPS_*` variables that point a gateway at the embedded issuer (CORS: the SPA example's origin)."""
     identity = state.identity
     return {
         "LKPS_ENVIRONMENT": "dev",
@@ -43,6 +45,7 @@ def dev_environment(state: DevState, authority: str) -> dict[str, str]:
         "LKPS_LIVEKIT_API_SECRET": identity.livekit_api_secret,
         "LKPS_DATABASE_URL": f"sqlite+aiosqlite:///{state.dir.resolve() / 'lkps.db'}",
         "LKPS_LOG_FORMAT": "console",
+        "LKPS_CORS_ALLOWED_ORIGINS": ",".join(cors_origins or (SPA_EXAMPLE_ORIGIN,)),
     }
 
 
@@ -80,6 +83,7 @@ def instructions(state: DevState, authority: str, base_url: str, agent_id: str, 
 lkps dev is running: {base_url}   (API docs: {base_url}/schema)
 Embedded Entra-compatible issuer: {authority}/{state.identity.tenant_id}/v2.0   (trust {state.ca_path})
 Demo agent (registered, client authorization off): {agent_id}
+Python client, as the demo backend service: {lkps} session start --agent {agent_id}
 
 # 1. A user token (what an MSAL SPA would hold), then start a session:
 TOKEN=$({lkps} dev token --user alice)
@@ -98,12 +102,14 @@ curl -s -X POST {base_url}/api/agent/register -H "Authorization: Bearer $({lkps}
 """
 
 
-def start(state_dir: Path, issuer_port: int) -> tuple[DevIssuer, dict[str, str], str]:
+def start(
+    state_dir: Path, issuer_port: int, cors_origins: Sequence[str] | None = None
+) -> tuple[DevIssuer, dict[str, str], str]:
     """Start the issuer, remember its address for `lkps dev token`, prepare the database."""
     state_dir = state_dir.resolve()
     issuer = DevIssuer(DevState(state_dir), port=issuer_port).start()
     (state_dir / "authority").write_text(issuer.authority)
-    env = dev_environment(issuer.state, issuer.authority)
+    env = dev_environment(issuer.state, issuer.authority, cors_origins)
     agent_id = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
     return issuer, env, agent_id
 

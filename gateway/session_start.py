@@ -60,8 +60,16 @@ class SessionStarter:
         self._ttl = token_ttl_seconds
 
     async def start(
-        self, caller: Caller, agent_app_id: str, agent_metadata: str, ctx: RequestContext
+        self,
+        caller: Caller,
+        agent_app_id: str,
+        agent_metadata: str,
+        ctx: RequestContext,
+        *,
+        display_name: str | None = None,
     ) -> StartedSession:
+        """`display_name` (the token endpoint's `participant_name`) replaces only the shown name, never
+        the identity, which always comes from the validated token."""
         ctx.fields["agent_id"] = agent_app_id
         try:
             agent = await self._registry.active(agent_app_id)
@@ -88,7 +96,7 @@ class SessionStarter:
         identity = caller.identity
         token = self._minter.participant_token(
             identity=identity,
-            name=caller.display_name,
+            name=display_name or caller.display_name,
             room=room,
             attributes={
                 "lkps.client_app_id": caller.client_app_id,

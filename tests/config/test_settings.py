@@ -87,6 +87,14 @@ class TestValidConfiguration:
             == "ws://127.0.0.1:7880"
         )
 
+    def test_cors_origins_are_exact_and_off_by_default(self) -> None:
+        """CORS is off unless origins are listed; listed origins are kept exactly, lower-cased like browsers."""
+        assert Settings.from_env(env()).cors_allowed_origins == ()
+        settings = Settings.from_env(
+            env(LKPS_CORS_ALLOWED_ORIGINS="https://App.Example.com, http://127.0.0.1:5173")
+        )
+        assert settings.cors_allowed_origins == ("https://app.example.com", "http://127.0.0.1:5173")
+
 
 class TestRefusedConfiguration:
     def test_every_problem_is_reported_together(self) -> None:
@@ -134,6 +142,10 @@ class TestRefusedConfiguration:
             ("LKPS_USER_ID_CLAIMS", "bad claim", "invalid value"),
             ("LKPS_ENTRA_CA_BUNDLE", "/nonexistent/ca.pem", "not a readable file"),
             ("LKPS_LOG_FORMAT", "xml", "must be json or console"),
+            ("LKPS_CORS_ALLOWED_ORIGINS", "https://app.example.com, *", "wildcards are not allowed"),
+            ("LKPS_CORS_ALLOWED_ORIGINS", "https://*.example.com", "wildcards are not allowed"),
+            ("LKPS_CORS_ALLOWED_ORIGINS", "https://app.example.com/spa", "is not an origin"),
+            ("LKPS_CORS_ALLOWED_ORIGINS", "app.example.com", "is not an origin"),
         ],
     )
     def test_insecure_or_malformed_values_are_refused(self, name: str, value: str, fragment: str) -> None:

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import msal
 import pytest
 import requests
 
 from authz.clock import SystemClock
 from authz.dev_issuer import DevIssuer, DevState
+from authz.dev_login import CODE_LIFETIME_SECONDS, BrowserLogin, LoginRefused
 from authz.entra import build_validator
 from authz.jwks import build_http_client
 from config import Settings
 from gateway.dev import DEMO_BACKEND, dev_environment
+from tests.support.dev_service import clean_environment, free_port, wait_for
 
 
 @pytest.fixture
@@ -97,39 +102,202 @@ class TestEmbeddedIssuer:
         assert (tmp_path / "s" / "signing-key.pem").stat().st_mode & 0o077 == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _pkce() -> tuple[str, str]:
+    verifier = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return verifier, challenge
 
 
-def _wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+class TestBrowserSignIn:
+    """The authorization code flow with PKCE that MSAL Browser runs against the embedded issuer."""
+
+    REDIRECT = "http://127.0.0.1:5173/"
+
+    @staticmethod
+    def _session(issuer: DevIssuer) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = str(issuer.state.ca_path)
+        return session
+
+    def _authorize(self, issuer: DevIssuer, challenge: str, **params: str) -> requests.Response:
+        identity = issuer.state.identity
+        query = {
+            "client_id": identity.spa_client_id,
+            "redirect_uri": self.REDIRECT,
+            "response_type": "code",
+            "response_mode": "fragment",
+            "scope": f"{identity.delegated_scope} openid profile offline_access",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": "s-1",
+            "nonce": "n-1",
+            **params,
+        }
+        return self._session(issuer).get(
+            f"{issuer.authority}/{identity.tenant_id}/oauth2/v2.0/authorize",
+            params=query,
+            allow_redirects=False,
+        )
+
+    def _redeem(self, issuer: DevIssuer, code: str, verifier: str, **fields: str) -> requests.Response:
+        identity = issuer.state.identity
+        form = {
+            "grant_type": "authorization_code",
+            "client_id": identity.spa_client_id,
+            "redirect_uri": self.REDIRECT,
+            "code": code,
+            "code_verifier": verifier,
+            **fields,
+        }
+        return self._session(issuer).post(
+            f"{issuer.authority}/{identity.tenant_id}/oauth2/v2.0/token",
+            data=form,
+            headers={"Origin": "http://127.0.0.1:5173"},
+        )
+
+    def _code(self, issuer: DevIssuer, challenge: str, **params: str) -> str:
+        response = self._authorize(issuer, challenge, **params)
+        assert response.status_code == 302, response.text
+        location = urllib.parse.urlsplit(response.headers["Location"])
+        assert location._replace(fragment="").geturl() == self.REDIRECT
+        answer = dict(urllib.parse.parse_qsl(location.fragment))
+        assert answer["state"] == "s-1"
+        return answer["code"]
+
+    @pytest.mark.anyio
+    async def test_code_with_pkce_gives_a_user_token_lkps_accepts(self, issuer: DevIssuer) -> None:
+        """The redeemed code yields a delegated lkps token, an id token for the SPA and client_info."""
+        verifier, challenge = _pkce()
+        response = self._redeem(issuer, self._code(issuer, challenge), verifier)
+        assert response.status_code == 200, response.text
+        assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+        body = response.json()
+        identity = issuer.state.identity
+        assert body["token_type"] == "Bearer"
+        assert body["scope"] == identity.delegated_scope
+        id_claims = jwt.decode(body["id_token"], options={"verify_signature": False})
+        assert id_claims["aud"] == identity.spa_client_id
+        assert id_claims["nonce"] == "n-1"
+        assert id_claims["iss"] == issuer.state.issuer(issuer.authority)
+        client_info = json.loads(base64.urlsafe_b64decode(body["client_info"] + "=="))
+        assert client_info == {"uid": id_claims["oid"], "utid": identity.tenant_id}
+
+        settings = Settings.from_env(dev_environment(issuer.state, issuer.authority))
+        http = build_http_client(settings)
+        validator = build_validator(settings, http, SystemClock())
         try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not become ready")
+            await validator.start()
+            caller = await validator.validate(body["access_token"])
+        finally:
+            await validator.aclose()
+            await http.aclose()
+        assert caller.kind.value == "user"
+        assert caller.client_app_id == identity.spa_client_id
+        assert caller.user_id == "ALICE"
+        assert caller.object_id == id_claims["oid"]
+
+    def test_login_hint_picks_the_demo_user(self, issuer: DevIssuer) -> None:
+        """`login_hint=bob@...` signs in bob instead of alice."""
+        verifier, challenge = _pkce()
+        body = self._redeem(
+            issuer, self._code(issuer, challenge, login_hint="bob@dev.lkps.invalid"), verifier
+        )
+        claims = jwt.decode(body.json()["access_token"], options={"verify_signature": False})
+        assert claims["cwid"] == "BOB"
+
+    def test_codes_are_single_use_and_need_the_verifier(self, issuer: DevIssuer) -> None:
+        """A wrong verifier burns the code; a used code or another redirect_uri is `invalid_grant`."""
+        verifier, challenge = _pkce()
+        code = self._code(issuer, challenge)
+        wrong = self._redeem(issuer, code, _pkce()[0])
+        assert (wrong.status_code, wrong.json()["error"]) == (400, "invalid_grant")
+        assert self._redeem(issuer, code, verifier).json()["error"] == "invalid_grant"
+        other = self._redeem(
+            issuer, self._code(issuer, challenge), verifier, redirect_uri="http://127.0.0.1:9/"
+        )
+        assert other.json()["error"] == "invalid_grant"
+        used_code = self._code(issuer, challenge)
+        assert self._redeem(issuer, used_code, verifier).status_code == 200
+        assert self._redeem(issuer, used_code, verifier).json()["error"] == "invalid_grant"
+
+    def test_codes_expire_after_a_minute(self) -> None:
+        """A code redeemed after CODE_LIFETIME_SECONDS is refused even with the right verifier."""
+        now = [1000.0]
+        login = BrowserLogin("spa", "api://lkps-dev/access_as_user", clock=lambda: now[0])
+        verifier, challenge = _pkce()
+        query = {
+            "client_id": "spa",
+            "redirect_uri": self.REDIRECT,
+            "response_type": "code",
+            "scope": "api://lkps-dev/access_as_user",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(login.authorize(query)).query))["code"]
+        now[0] += CODE_LIFETIME_SECONDS + 1
+        form = {"client_id": "spa", "redirect_uri": self.REDIRECT, "code": code, "code_verifier": verifier}
+        with pytest.raises(LoginRefused) as refused:
+            login.redeem(form)
+        assert refused.value.error == "invalid_grant"
+
+    @pytest.mark.parametrize(
+        ("params", "error"),
+        [
+            ({"client_id": "3f0c8c43-0000-4000-8000-000000000000"}, "unauthorized_client"),
+            ({"redirect_uri": "https://evil.example/cb"}, "invalid_request"),
+            ({"code_challenge_method": "plain"}, "invalid_request"),
+            ({"response_type": "token"}, "unsupported_response_type"),
+            ({"scope": "openid profile"}, "invalid_scope"),
+            ({"login_hint": "<script>"}, "invalid_request"),
+        ],
+    )
+    def test_bad_authorize_requests_are_not_sent_back(
+        self, issuer: DevIssuer, params: dict[str, str], error: str
+    ) -> None:
+        """Another client, a non-loopback redirect, no S256 PKCE or no lkps scope get a 400, no redirect."""
+        response = self._authorize(issuer, _pkce()[1], **params)
+        assert response.status_code == 400
+        assert response.json()["error"] == error
+
+    def test_token_endpoint_answers_cors_for_loopback_origins_only(self, issuer: DevIssuer) -> None:
+        """MSAL Browser's preflight from a loopback SPA is allowed; another site gets no allow-origin."""
+        url = f"{issuer.authority}/{issuer.state.identity.tenant_id}/oauth2/v2.0/token"
+        headers = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-client-sku"}
+        local = self._session(issuer).options(url, headers={"Origin": "http://localhost:5173", **headers})
+        assert local.status_code == 204
+        assert local.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
+        assert local.headers["Access-Control-Allow-Headers"] == "x-client-sku"
+        remote = self._session(issuer).options(url, headers={"Origin": "https://evil.example", **headers})
+        assert "Access-Control-Allow-Origin" not in remote.headers
+
+    def test_discovery_advertises_the_code_flow_and_logout_returns_home(self, issuer: DevIssuer) -> None:
+        """Discovery lists authorize, end-session and PKCE; logout redirects back to a loopback page."""
+        discovery = issuer.state.discovery(issuer.authority)
+        assert "authorization_code" in discovery["grant_types_supported"]
+        assert discovery["code_challenge_methods_supported"] == ["S256"]
+        response = self._session(issuer).get(
+            discovery["end_session_endpoint"],
+            params={"post_logout_redirect_uri": self.REDIRECT},
+            allow_redirects=False,
+        )
+        assert (response.status_code, response.headers["Location"]) == (302, self.REDIRECT)
 
 
 @pytest.mark.slow
 def test_printed_commands_start_a_session(tmp_path: Path) -> None:
     """`lkps dev` prints commands that, pasted into a shell, start sessions and register the agent."""
-    port, issuer_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LKPS_")}
+    port, issuer_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "dev", "--port", str(port), "--issuer-port", str(issuer_port)],
         cwd=tmp_path,
-        env=env,
+        env=clean_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/api/health/ready")
+        wait_for(f"http://127.0.0.1:{port}/api/health/ready")
         assert process.stdout is not None
         printed = ""
         while "# 3." not in printed or not printed.rstrip().endswith("}'"):

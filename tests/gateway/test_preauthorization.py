@@ -49,7 +49,9 @@ async def enforcing(database_url: str) -> AsyncIterator[Enforcing]:
 
     state: dict[str, GraphPreAuthorizer] = {}
 
-    async for gateway in running_gateway(database_url, before_start=prepare, authorizer=_LazyAuthorizer(state)):
+    async for gateway in running_gateway(
+        database_url, before_start=prepare, authorizer=_LazyAuthorizer(state)
+    ):
         credential = GraphCredential(client_id=LKPS_CLIENT_ID, client_secret=LKPS_CLIENT_SECRET)
         settings = make_settings(graph=credential, graph_url=GRAPH_URL)
         tokens = GraphTokenProvider(settings, credential, http_client=MsalTransport(gateway.entra))

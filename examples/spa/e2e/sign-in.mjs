@@ -1,0 +1,64 @@
+// Drives the example in headless Chromium (Debian's /usr/bin/chromium through playwright-core): sign in,
+// start a session both ways, wait for each connection attempt to settle, take a screenshot. Prints one
+// JSON object: the account shown, and per panel the participant token and the connection state.
+//   node e2e/sign-in.mjs <page url> <screenshot.png> <issuer SPKI sha256, base64> <fresh user data dir>
+import { chromium } from "playwright-core";
+
+const [url, screenshot, issuerSpki, userDataDir] = process.argv.slice(2);
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    // Trust exactly the dev issuer's certificate, as a person does by trusting .lkps-dev/ca.pem.
+    `--ignore-certificate-errors-spki-list=${issuerSpki}`,
+  ],
+  viewport: { width: 1200, height: 760 },
+});
+const console_ = [];
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("console", (message) => console_.push(`${message.type()}: ${message.text()}`));
+  page.on("pageerror", (error) => console_.push(`pageerror: ${error.message}`));
+  await page.goto(url);
+  await page.click("#sign-in");
+  // Off to the issuer's authorize endpoint and back with a code, which MSAL redeems.
+  await page.waitForSelector("#account[data-signed-in]", { timeout: 30_000 });
+  const panels = {};
+  for (const [button, panel] of [
+    ["#start-session-api", "#session-api"],
+    ["#start-token-endpoint", "#token-endpoint"],
+  ]) {
+    await page.click(button);
+    await page.waitForSelector(`${panel}[data-participant-token]`, { timeout: 30_000 });
+    // There is no LiveKit server: wait until the attempt has an outcome rather than "connecting".
+    await page.waitForFunction(
+      (selector) => {
+        const state = document.querySelector(`${selector} [data-field="connection"]`)?.textContent ?? "";
+        return state.startsWith("failed") || state === "connected" || state === "disconnected";
+      },
+      panel,
+      { timeout: 60_000 },
+    );
+    panels[panel.slice(1)] = await page.$eval(panel, (element) => ({
+      participantToken: element.dataset.participantToken,
+      connection: element.querySelector('[data-field="connection"]').textContent,
+    }));
+  }
+  await page.screenshot({ path: screenshot, fullPage: true });
+  const account = await page.textContent("#account");
+  const error = await page.textContent("#error");
+  console.log(JSON.stringify({ account, error, panels, console: console_ }));
+} catch (error) {
+  console.log(JSON.stringify({ failure: String(error), console: console_ }));
+  process.exitCode = 1;
+} finally {
+  await context.close();
+}

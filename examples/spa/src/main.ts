@@ -1,0 +1,77 @@
+// The page: sign in, start a session either way, show what the participant token grants, connect.
+import { Auth } from "./auth";
+import { loadConfig } from "./config";
+import { type Started, connect, startWithSessionApi, startWithTokenSource } from "./lkps";
+
+const $ = <T extends HTMLElement>(selector: string): T => document.querySelector<T>(selector)!;
+const metadata = { language: "en", source: "lkps browser example" };
+
+/** The claims a participant token carries (decoded for display only: LiveKit verifies it). */
+function claims(token: string): Record<string, any> {
+  const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+  return JSON.parse(atob(payload));
+}
+
+function show(panel: HTMLElement, started: Started): (state: string) => void {
+  const granted = claims(started.participantToken);
+  const rows: [string, string][] = [
+    ["server url", started.serverUrl],
+    ["identity", granted.sub],
+    ["name", granted.name],
+    ["room", granted.video?.room],
+    ["agent", granted.roomConfig?.agents?.[0]?.agentName],
+    ["expires", new Date(granted.exp * 1000).toLocaleTimeString()],
+    ["token", `${started.participantToken.slice(0, 24)}…`],
+    ["connection", "connecting"],
+  ];
+  const list = panel.querySelector("dl")!;
+  list.replaceChildren(
+    ...rows.flatMap(([term, value]) => {
+      const dt = document.createElement("dt");
+      const dd = document.createElement("dd");
+      dt.textContent = term;
+      dd.textContent = value ?? "";
+      dd.dataset.field = term;
+      return [dt, dd];
+    }),
+  );
+  panel.dataset.participantToken = started.participantToken;
+  const connection = list.querySelector<HTMLElement>('[data-field="connection"]')!;
+  return (state) => {
+    connection.textContent = state;
+  };
+}
+
+async function main(): Promise<void> {
+  const config = await loadConfig();
+  const auth = await Auth.create(config);
+  const account = auth.account;
+  $("#sign-in").onclick = () => void auth.signIn();
+  if (account) {
+    $("#account").textContent = `Signed in as ${account.name} (${account.username}).`;
+    $("#account").dataset.signedIn = "true";
+    $<HTMLButtonElement>("#sign-in").disabled = true;
+  }
+  const run = (button: string, panel: string, start: (token: string) => Promise<Started>) => {
+    $<HTMLButtonElement>(button).disabled = !account;
+    $(button).onclick = async () => {
+      $("#error").textContent = "";
+      try {
+        const started = await start(await auth.accessToken());
+        await connect(started, show($(panel), started));
+      } catch (error) {
+        $("#error").textContent = error instanceof Error ? error.message : String(error);
+      }
+    };
+  };
+  run("#start-session-api", "#session-api", (token) =>
+    startWithSessionApi(config.lkpsUrl, token, config.agentId, metadata),
+  );
+  run("#start-token-endpoint", "#token-endpoint", (token) =>
+    startWithTokenSource(config.lkpsUrl, token, config.agentId, metadata, account?.name ?? "Guest"),
+  );
+}
+
+main().catch((error) => {
+  $("#error").textContent = error instanceof Error ? error.message : String(error);
+});

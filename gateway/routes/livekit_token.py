@@ -1,0 +1,51 @@
+"""`POST /api/livekit/token`: session start in LiveKit's standard token endpoint format.
+
+livekit-client's `TokenSource.endpoint(url, {headers: {Authorization: "Bearer <Entra token>"}})` talks to it
+directly. It goes through the very same `SessionStarter.start` as `POST /api/session/start`, so Entra
+validation, authorization, room naming, limits and the audit row cannot differ between the two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, post
+
+from gateway.auth import caller_of, session_guard
+from gateway.livekit_format import LiveKitTokenRequest, LiveKitTokenResponse, parse_token_request
+from gateway.observability.context import context_of
+from gateway.openapi import documented_body, error_responses
+from gateway.routes.session import MAX_BODY_BYTES
+from gateway.services import services_of
+
+
+@post(
+    "/api/livekit/token",
+    status_code=201,  # what LiveKit's documentation of the format specifies
+    guards=[session_guard],
+    dependencies=documented_body(LiveKitTokenRequest),
+    request_max_body_size=MAX_BODY_BYTES,
+    responses=error_responses(400, 401, 403, 404, 413, 429, 503),
+    operation_id="livekitToken",
+    tags=["sessions"],
+    summary="Start a session (LiveKit standard token endpoint format)",
+    description="For livekit-client `TokenSource.endpoint`: name the agent in `room_config.agents[0].agent_name`"
+    " (its app id) with optional `metadata` (JSON object text); `participant_name` sets the display name. "
+    "The room name, identity, participant metadata and attributes and every other room setting are lkps's: "
+    "sending them is a 400 that names the field.",
+)
+async def livekit_token(request: Request[Any, Any, Any]) -> LiveKitTokenResponse:
+    services = services_of(request)
+    wanted = parse_token_request(await request.body())
+    started = await services.sessions.start(
+        caller_of(request),
+        wanted.agent_app_id,
+        wanted.metadata,
+        context_of(request.scope),
+        display_name=wanted.display_name,
+    )
+    return LiveKitTokenResponse(
+        server_url=services.settings.livekit_url,
+        participant_token=started.participant_token,
+        room_name=started.room_name,
+    )

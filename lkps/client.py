@@ -1,0 +1,124 @@
+"""The lkps API for Python services: start sessions and register agents, with typed results and errors."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+import msgspec
+
+from lkps.credentials import TokenProvider
+from lkps.errors import ConnectionFailed, LkpsError, error_from_response
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A started session: connect to `livekit_url` with `participant_token` before `expires_at`."""
+
+    room_name: str
+    livekit_url: str
+    participant_token: str
+    participant_identity: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRegistration:
+    """An agent's registration: its LiveKit agent token, valid (and the agent connected) until `expires_at`."""
+
+    livekit_url: str
+    agent_token: str
+    expires_at: int
+    agent_name: str  # the agent's app id: register the LiveKit worker under this name
+    registration_id: str
+    enforce_client_authz: bool
+
+
+class LkpsClient:
+    """Calls lkps with a bearer token from `credential` (usually an `EntraCredential`).
+
+    Thread-safe, like the `httpx.Client` underneath; close it (or use `with`) to release connections.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        credential: TokenProvider,
+        *,
+        ca_bundle: Path | None = None,
+        timeout_seconds: float = 10.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        """`url` is lkps's base URL; `ca_bundle` replaces the system trust; `http` overrides the transport."""
+        self._credential = credential
+        self._owns_http = http is None
+        self._http = http or httpx.Client(
+            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
+            timeout=timeout_seconds,
+            follow_redirects=False,  # the bearer token goes to lkps and nowhere else
+        )
+        self._base = url.rstrip("/")
+        self._user_agent = f"lkps-python/{version('lkps')}"
+
+    def start_session(self, agent_id: str, metadata: Mapping[str, Any] | None = None) -> Session:
+        """A LiveKit token for a fresh room with the agent dispatched (`POST /api/session/start`)."""
+        body: dict[str, Any] = {"agent_entra_app_id": agent_id}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return self._post("/api/session/start", body, Session)
+
+    def register_agent(
+        self,
+        *,
+        enforce_client_authz: bool = True,
+        display_name: str | None = None,
+        description: str | None = None,
+        agent_version: str | None = None,
+    ) -> AgentRegistration:
+        """Register the calling agent (its own credential) and get an agent token (`POST /api/agent/register`)."""
+        body: dict[str, Any] = {"enforce_client_authz": enforce_client_authz}
+        optional = {"display_name": display_name, "description": description, "agent_version": agent_version}
+        body.update({name: value for name, value in optional.items() if value is not None})
+        return self._post("/api/agent/register", body, AgentRegistration)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _post(self, path: str, body: dict[str, Any], result: type[T]) -> T:
+        headers = {"Authorization": f"Bearer {self._credential.token()}", "User-Agent": self._user_agent}
+        try:
+            response = self._http.post(self._base + path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ConnectionFailed(
+                f"lkps at {self._base} could not be reached ({type(exc).__name__}).",
+                status=None,
+                code="connection_failed",
+            ) from exc
+        if not response.is_success:
+            raise error_from_response(response.status_code, response.headers, response.content)
+        try:
+            return msgspec.json.decode(response.content, type=result)
+        except msgspec.MsgspecError as exc:
+            raise LkpsError(
+                f"lkps answered {response.status_code} with an unexpected body ({exc}).",
+                status=response.status_code,
+                code="unexpected_response",
+                request_id=response.headers.get("x-request-id"),
+            ) from exc

@@ -1,0 +1,91 @@
+"""`lkps dev` as a real process on free ports: what client teams, backend teams and agent teams start from."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from authz.dev_issuer import DEMO_AGENT, DevState
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not become ready")
+
+
+@dataclass(frozen=True)
+class DevService:
+    directory: Path  # the working directory `lkps dev` runs in; its state is `.lkps-dev/` below it
+    url: str
+    spa_origin: str  # the browser origin it allows (LKPS_CORS_ALLOWED_ORIGINS)
+    state: DevState
+
+    @property
+    def authority(self) -> str:
+        return (self.state.dir / "authority").read_text().strip()
+
+    @property
+    def agent_id(self) -> str:
+        return self.state.client(DEMO_AGENT).client_id
+
+    def user_token(self, user: str = "alice") -> str:
+        """What MSAL would hold in an SPA for `user` (the same token `lkps dev token --user` prints)."""
+        return self.state.user_token(self.authority, user)
+
+    def issuer_spki_hash(self) -> str:
+        """base64 SHA-256 of the issuer certificate's public key, for Chromium's certificate pinning flag."""
+        certificate = x509.load_pem_x509_certificate(self.state.server_cert_path.read_bytes())
+        spki = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def clean_environment() -> dict[str, str]:
+    """The test process's environment without any `LKPS_*` variable: `lkps dev` must need none."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LKPS_")}
+
+
+@contextmanager
+def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService]:
+    """Start `lkps dev` in `directory` (output in `lkps-dev.log` there) and stop it afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "gateway.cli", "dev", "--port", str(port)]
+    command += ["--issuer-port", str(free_port()), "--cors-origin", spa_origin]
+    with (directory / "lkps-dev.log").open("w") as log:
+        process = subprocess.Popen(
+            command, cwd=directory, env=clean_environment(), stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(f"{url}/api/health/ready")
+            yield DevService(directory, url, spa_origin, DevState(directory / ".lkps-dev"))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
