@@ -11,10 +11,8 @@ Key material persists there so tokens and trust survive restarts. It binds to 12
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import ssl
@@ -28,12 +26,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from authz.dev_login import BrowserLogin, LoginRefused, SignIn, loopback_url
+from authz.loopback_tls import issue_loopback_tls
 
 _DEV_NAMESPACE = uuid.UUID("6b1d3a52-5a43-4b5e-9f0a-6c6b7073a1d1")  # stable ids across restarts
 TOKEN_LIFETIME_SECONDS = 3600
@@ -144,58 +141,9 @@ class DevState:
         if self.ca_path.exists() and self.server_cert_path.exists() and self.server_key_path.exists():
             return
         ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        now = dt.datetime.now(dt.UTC)
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lkps dev CA")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=825))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        server_key = self._rsa_key("server-key.pem")
-        server_cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name)
-            .public_key(server_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=825))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        self.server_cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-        self.ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        tls = issue_loopback_tls(ca_key, self._rsa_key("server-key.pem"), days=825, name="lkps dev")
+        self.server_cert_path.write_bytes(tls.server_certificate_pem)
+        self.ca_path.write_bytes(tls.ca_pem)
 
     # --- tokens -------------------------------------------------------------------------------------
 

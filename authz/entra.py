@@ -126,8 +126,10 @@ class EntraValidator:
         return self._caller(jws.payload, version, keys.expected_issuer, key.issuer), jws.kid
 
     def _key_present(self, version: str, kid: str) -> bool:
+        """Whether a cached verification still stands: its key is in the set and the set is not older than
+        the maximum staleness (past it, an uncached check answers 503, and so must a cached one)."""
         keys = self._keys.get(version)
-        return keys is not None and keys.has_kid(kid)
+        return keys is not None and keys.ready and keys.has_kid(kid)
 
     def _version(self, claims: dict[str, Any]) -> tuple[str, JwksCache]:
         """Pick the key set by the (not yet verified) `ver`; the signature then binds the choice."""

@@ -49,7 +49,7 @@ class TokenSource(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _MsalSession(requests.Session):
+class MsalSession(requests.Session):
     """requests for MSAL: the configured CA only and a timeout on every call.
 
     `trust_env=False` is what keeps REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (and proxy variables) from replacing
@@ -78,10 +78,10 @@ class GraphTokenProvider:
         http_client: requests.Session | MsalHttpClient | None = None,
     ) -> None:
         """Check the credential now (a bad certificate file is a start-up error); talk to Entra only later."""
-        self._owned_session: _MsalSession | None = None
+        self._owned_session: MsalSession | None = None
         if http_client is None:
             verify = str(settings.entra_ca_bundle) if settings.entra_ca_bundle else True
-            http_client = self._owned_session = _MsalSession(verify, settings.entra_http_timeout_seconds)
+            http_client = self._owned_session = MsalSession(verify, settings.entra_http_timeout_seconds)
         self._http_client: requests.Session | MsalHttpClient = http_client
         self._client_id = credential.client_id
         self._authority = f"{settings.authority_host}/{settings.entra_tenant_id}"
@@ -152,7 +152,7 @@ class GraphTokenProvider:
         if credential.client_secret is not None:
             return credential.client_secret
         if credential.certificate_path is not None:
-            return _certificate_credential(credential.certificate_path, credential.certificate_password)
+            return certificate_credential(credential.certificate_path, credential.certificate_password)
         if credential.federated_token_file is not None:
             # A callable, so MSAL asks again for every token request: AKS rotates the projected file.
             return {"client_assertion": self._federated_assertion}
@@ -166,7 +166,7 @@ class GraphTokenProvider:
         return assertion
 
 
-def _certificate_credential(path: Path, password: str | None) -> dict[str, Any]:
+def certificate_credential(path: Path, password: str | None) -> dict[str, Any]:
     """MSAL's certificate form from one PEM file holding the private key and its certificate (plus chain).
 
     With `public_certificate` MSAL signs PS256 with `x5t#S256` and sends `x5c` (subject name/issuer auth).

@@ -1,4 +1,4 @@
-"""Caller policy: which validated callers may start sessions and which may register as agents.
+"""Caller policy: which validated callers may start sessions, register as agents, or administer lkps.
 
 Entra issues a token for lkps's API to any client that has consent (delegated) or any confidential client
 in the tenant (app-only, when no role assignment is required), so a valid token alone proves nothing
@@ -19,6 +19,7 @@ class CallerPolicy:
     client_roles: tuple[str, ...]
     client_app_ids: tuple[str, ...]
     agent_roles: tuple[str, ...]
+    admin_roles: tuple[str, ...] = ()
 
     def check_session_caller(self, caller: Caller) -> None:
         """Raise AccessDenied unless `caller` may start sessions.
@@ -67,4 +68,22 @@ class CallerPolicy:
                 "role_missing",
                 f"The token lacks a required app role (one of: {', '.join(self.agent_roles)}); "
                 "ask the lkps owners to assign it to your agent's application.",
+            )
+
+    def check_admin(self, caller: Caller) -> None:
+        """Raise AccessDenied unless `caller` carries a configured admin app role (none configured: nobody).
+
+        Entra puts app roles in `roles` for both kinds of token: an application's role assignments in an
+        app-only token, a user's (or their groups') in a delegated one.
+        """
+        if not self.admin_roles:
+            raise AccessDenied(
+                "admin_disabled",
+                "The admin API is disabled: no admin role is configured (LKPS_ADMIN_ROLES).",
+            )
+        if caller.roles.isdisjoint(self.admin_roles):
+            raise AccessDenied(
+                "role_missing",
+                f"The token lacks an admin app role (one of: {', '.join(self.admin_roles)}); "
+                "ask the lkps owners to assign it.",
             )

@@ -1,7 +1,8 @@
 """The verified-token cache: a token that passed every check is not verified again until it expires.
 
 Keyed by the SHA-256 of the token (the token itself is never kept). An entry dies with its token's `exp`
-(plus leeway) or as soon as its signing key leaves the key set, so caching never extends what Entra signed.
+(plus leeway) or as soon as its signing key leaves the key set (or the set grows older than its maximum
+staleness), so caching never extends what Entra signed.
 """
 
 from __future__ import annotations

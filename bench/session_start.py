@@ -18,22 +18,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-import uuid
 from pathlib import Path
 
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
-
-from authz.dev_issuer import DevIssuer, DevState
-from gateway.dev import dev_environment, prepare_database
-from gateway.persistence.db import create_engine
-from gateway.persistence.tables import sessions
+from bench.harness import DEFAULT_POSTGRES_URL, Deployment, count_rows
 
 LUA = """
 local tokens = {}
@@ -52,44 +41,6 @@ done = function(summary, latency, requests)
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def count_rows(url: str) -> int:
-    engine = create_engine(url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(sessions))).scalar_one())
-    finally:
-        await engine.dispose()
-
-
-async def create_postgres_database(server_url: str, synchronous_commit: str = "on") -> str:
-    name = f"lkps_bench_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(server_url, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        await conn.execute(text(f"CREATE DATABASE {name}"))
-        # performance.md measured the incumbent with synchronous_commit off; "on" is PostgreSQL's default.
-        await conn.execute(text(f"ALTER DATABASE {name} SET synchronous_commit = {synchronous_commit}"))
-    await engine.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-def wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"server not ready at {url}")
 
 
 def run_wrk(port: int, script: Path, duration: int, connections: int) -> dict[str, float]:
@@ -128,78 +79,58 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(
-            "LKPS_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--synchronous-commit", choices=["on", "off"], default="on")
     parser.add_argument("--tokens", type=int, action="append", help="distinct tokens per run (repeatable)")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--rate-limit-per-minute", type=int, default=0, help="lkps's per-client limit (0: off, the default)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is required: apt-get install -y wrk")
 
     work = Path(tempfile.mkdtemp(prefix="lkps-bench-"))
-    issuer = DevIssuer(DevState(work / "state")).start()
-    env = dev_environment(issuer.state, issuer.authority)
-    if args.db == "postgres":
-        env["LKPS_DATABASE_URL"] = asyncio.run(
-            create_postgres_database(args.postgres_url, args.synchronous_commit)
-        )
-    env["LKPS_LOG_FORMAT"] = "json"
-    agent = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
-    port = free_port()
-    # LKPS_BENCH_SERVER replaces the server command (the port is appended) to compare server settings.
-    command = os.environ.get("LKPS_BENCH_SERVER", "").split() or [
-        sys.executable,
-        "-m",
-        "gateway.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-    ]
-    server = subprocess.Popen(
-        [*command, str(port)],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("LKPS_")}, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    deployment = Deployment.create(
+        work,
+        args.db,
+        args.postgres_url,
+        synchronous_commit=args.synchronous_commit,
+        extra_env={"LKPS_RATE_LIMIT_PER_MINUTE": str(args.rate_limit_per_minute)},
     )
+    # LKPS_BENCH_SERVER replaces the server command (the port is appended) to compare server settings.
+    command = os.environ.get("LKPS_BENCH_SERVER", "").split() or None
     results = []
     try:
-        wait_ready(f"http://127.0.0.1:{port}/api/health/ready")
-        for count in args.tokens or [1, 5000]:
-            tokens = work / f"tokens-{count}.txt"
-            tokens.write_text(
-                "\n".join(issuer.state.user_token(issuer.authority, f"user{i}") for i in range(count))
-            )
-            script = work / f"wrk-{count}.lua"
-            script.write_text(LUA % {"tokens": tokens, "agent": agent})
-            run_wrk(port, script, args.warmup, args.connections)
-            before = asyncio.run(count_rows(env["LKPS_DATABASE_URL"]))
-            result = run_wrk(port, script, args.duration, args.connections)
-            stored = asyncio.run(count_rows(env["LKPS_DATABASE_URL"])) - before
-            ok = result["requests"] - result["non_2xx"] - result["socket_errors"]
-            label = (
-                args.db if args.db == "sqlite" else f"postgres (synchronous_commit={args.synchronous_commit})"
-            )
-            result |= {"db": label, "distinct_tokens": count, "rows_written": stored, "ok_responses": ok}
-            results.append(result)
-            print(
-                f"{label:38s} tokens={count:<6d} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
-                f"p99 {result['p99_ms']:6.2f} ms  max {result['max_ms']:7.2f} ms  non-2xx {result['non_2xx']}  "
-                f"rows {stored} / 200s {ok}",
-                flush=True,
-            )
+        with deployment.server(command) as server:
+            for count in args.tokens or [1, 5000]:
+                tokens = work / f"tokens-{count}.txt"
+                tokens.write_text("\n".join(deployment.user_token(f"user{i}") for i in range(count)))
+                script = work / f"wrk-{count}.lua"
+                script.write_text(LUA % {"tokens": tokens, "agent": deployment.agent})
+                run_wrk(server.port, script, args.warmup, args.connections)
+                before = asyncio.run(count_rows(deployment.database_url))
+                result = run_wrk(server.port, script, args.duration, args.connections)
+                stored = asyncio.run(count_rows(deployment.database_url)) - before
+                ok = result["requests"] - result["non_2xx"] - result["socket_errors"]
+                label = (
+                    args.db
+                    if args.db == "sqlite"
+                    else f"postgres (synchronous_commit={args.synchronous_commit})"
+                )
+                result |= {"db": label, "distinct_tokens": count, "rows_written": stored, "ok_responses": ok}
+                results.append(result)
+                print(
+                    f"{label:38s} tokens={count:<6d} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
+                    f"p99 {result['p99_ms']:6.2f} ms  max {result['max_ms']:7.2f} ms  non-2xx {result['non_2xx']}  "
+                    f"rows {stored} / 200s {ok}",
+                    flush=True,
+                )
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        issuer.stop()
+        deployment.close()
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

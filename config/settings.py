@@ -22,6 +22,8 @@ DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./lkps.db"
 MIN_LIVEKIT_SECRET_LENGTH = 32  # LiveKit refuses shorter secrets outside its --dev mode.
 MAX_LEEWAY_SECONDS = 300  # IdentityModel's default clock skew is the most any Entra validator allows.
+DEFAULT_RETENTION_DAYS = 90
+MAX_RETENTION_DAYS = 3650
 _CLAIM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 _TOKEN_WORD = re.compile(
     r"^[!#-\[\]-~]{1,256}$"
@@ -86,7 +88,16 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"
     environment: str = "default"
+    rate_limit_per_minute: int = 3000
+    rate_limit_burst: int = 100
+    redis_url: str | None = field(default=None, repr=False)
+    otel_exporter_endpoint: str | None = None
+    otel_service_name: str = "lkps"
     cors_allowed_origins: tuple[str, ...] = ()
+    livekit_api_url: str | None = None  # LiveKit's server API; None: derived from livekit_url
+    livekit_api_timeout_seconds: float = 5.0
+    admin_roles: tuple[str, ...] = ()
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
     @property
     def authority_host(self) -> str:
@@ -109,6 +120,16 @@ def database_url_from_env(environ: Mapping[str, str]) -> str:
     if parser.problems:
         raise ConfigError(parser.problems)
     return url
+
+
+def retention_from_env(environ: Mapping[str, str]) -> tuple[str, int]:
+    """Only the database URL and retention period, for `lkps prune`: the CronJob needs nothing else."""
+    parser = _Parser(environ)
+    url = parser.database_url()
+    days = parser.retention_days()
+    if parser.problems:
+        raise ConfigError(parser.problems)
+    return url, days
 
 
 def is_guid(value: str) -> bool:
@@ -249,11 +270,7 @@ class _Parser:
             parts = urlsplit(livekit_url)
             if parts.scheme not in {"wss", "https", "ws", "http"} or not parts.hostname:
                 self.problems.append(f"LKPS_LIVEKIT_URL: {livekit_url!r} must be a wss:// or https:// URL")
-            elif (
-                parts.scheme in {"ws", "http"}
-                and not is_loopback_host(parts.hostname)
-                and not self.boolean("LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL", default=False)
-            ):
+            elif parts.scheme in {"ws", "http"} and not self.plaintext_allowed(parts.hostname):
                 self.problems.append(
                     f"LKPS_LIVEKIT_URL: {livekit_url!r} is plaintext to a non-loopback host; clients would send "
                     "their tokens unencrypted. Use wss:// or set LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL=true"
@@ -326,7 +343,16 @@ class _Parser:
             log_level=log_level,
             log_format=log_format,
             environment=self.raw("LKPS_ENVIRONMENT") or "default",
+            rate_limit_per_minute=self.number("LKPS_RATE_LIMIT_PER_MINUTE", 3000, int, 0, 1_000_000),
+            rate_limit_burst=self.number("LKPS_RATE_LIMIT_BURST", 100, int, 0, 100_000),
+            redis_url=self.redis_url(),
+            otel_exporter_endpoint=self.otel_endpoint(),
+            otel_service_name=self.raw("LKPS_OTEL_SERVICE_NAME") or "lkps",
             cors_allowed_origins=self.origins("LKPS_CORS_ALLOWED_ORIGINS"),
+            livekit_api_url=self.livekit_api_url(),
+            livekit_api_timeout_seconds=self.number("LKPS_LIVEKIT_API_TIMEOUT_SECONDS", 5.0, float, 0.1, 60),
+            admin_roles=self.words("LKPS_ADMIN_ROLES"),
+            retention_days=self.retention_days(),
         )
         if self.problems:
             raise ConfigError(self.problems)
@@ -354,6 +380,46 @@ class _Parser:
                     "for example https://app.example.com"
                 )
         return items
+
+    def plaintext_allowed(self, host: str | None) -> bool:
+        """Plaintext to LiveKit only on loopback, or with the explicit opt-in."""
+        return is_loopback_host(host) or self.boolean("LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL", default=False)
+
+    def livekit_api_url(self) -> str | None:
+        """LiveKit's server API (Twirp), when it is not reachable at LKPS_LIVEKIT_URL (e.g. in-cluster)."""
+        name = "LKPS_LIVEKIT_API_URL"
+        text = self.raw(name)
+        if text is None:
+            return None
+        parts = urlsplit(text)
+        if parts.scheme not in {"https", "http"} or not parts.hostname:
+            self.problems.append(f"{name}: {text!r} must be an https:// URL")
+        elif parts.query or parts.fragment:
+            self.problems.append(f"{name}: {text!r} must not carry a query or fragment")
+        elif parts.scheme == "http" and not self.plaintext_allowed(parts.hostname):
+            self.problems.append(
+                f"{name}: {text!r} is plaintext to a non-loopback host; lkps's server API tokens would travel "
+                "unencrypted. Use https:// or set LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL=true"
+            )
+        return text.rstrip("/")
+
+    def retention_days(self) -> int:
+        return self.number("LKPS_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, int, 1, MAX_RETENTION_DAYS)
+
+    def otel_endpoint(self) -> str | None:
+        text = self.raw("LKPS_OTEL_EXPORTER_OTLP_ENDPOINT")
+        if text is None:
+            return None
+        parts = urlsplit(text)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            self.problems.append(f"LKPS_OTEL_EXPORTER_OTLP_ENDPOINT: {text!r} must be an http(s) URL")
+        return text.rstrip("/")
+
+    def redis_url(self) -> str | None:
+        url = self.secret("LKPS_REDIS_URL")
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            self.problems.append("LKPS_REDIS_URL must start with redis://, rediss:// or unix://")
+        return url
 
     def database_url(self) -> str:
         url = self.secret("LKPS_DATABASE_URL") or DEFAULT_DATABASE_URL

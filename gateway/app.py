@@ -14,23 +14,32 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from opentelemetry.sdk.trace import TracerProvider
 
 from config import Settings
 from gateway.errors import render_error
 from gateway.observability.access import AccessLayer
+from gateway.observability.tracing import build_tracer_provider, tracing_plugin
+from gateway.routes.admin import ADMIN_ROUTES
 from gateway.routes.agent import register_agent
 from gateway.routes.health import health, live, ready
 from gateway.routes.livekit_token import livekit_token
 from gateway.routes.metrics import metrics
 from gateway.routes.session import start_session
+from gateway.routes.session_end import end_session
+from gateway.routes.webhook import livekit_webhook
 from gateway.services import Services, build_services
 
 log = structlog.get_logger("lkps.app")
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Litestar:
-    """Build the app; pass `services` (see `build_services`) to inject fakes at the external seams."""
+def create_app(
+    settings: Settings, services: Services | None = None, tracer_provider: TracerProvider | None = None
+) -> Litestar:
+    """Build the app; pass `services` (see `build_services`) to inject fakes at the external seams, and
+    `tracer_provider` to trace into something other than the configured OTLP endpoint."""
     services = services or build_services(settings)
+    tracer_provider = tracer_provider or build_tracer_provider(settings)
 
     async def on_startup() -> None:
         try:
@@ -44,15 +53,29 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         log.info("started", environment=settings.environment, pid=os.getpid())
 
     async def on_shutdown() -> None:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # flushes the spans still batched
         await services.aclose()
         log.info("stopped")
 
     app = Litestar(
-        route_handlers=[start_session, livekit_token, register_agent, health, ready, live, metrics],
+        route_handlers=[
+            start_session,
+            livekit_token,
+            register_agent,
+            end_session,
+            livekit_webhook,
+            *ADMIN_ROUTES,
+            health,
+            ready,
+            live,
+            metrics,
+        ],
         exception_handlers={Exception: render_error},
         cors_config=cors_config(settings.cors_allowed_origins),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
+        plugins=[tracing_plugin(tracer_provider)] if tracer_provider is not None else [],
         openapi_config=OpenAPIConfig(
             title="lkps — LiveKit Platform Service",
             version=version("lkps"),
@@ -67,7 +90,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
                         scheme="bearer",
                         bearer_format="JWT",
                         description="An Entra ID access token for lkps's API.",
-                    )
+                    ),
+                    "livekit_webhook": SecurityScheme(
+                        type="apiKey",
+                        name="Authorization",
+                        security_scheme_in="header",
+                        description="The JWT LiveKit signs each webhook with (no Bearer prefix): HS256 with "
+                        "the secret of LKPS_LIVEKIT_API_KEY, `sha256` claim over the exact body.",
+                    ),
                 }
             ),
             security=[{"entra": []}],
@@ -87,7 +117,7 @@ def cors_config(origins: tuple[str, ...]) -> CORSConfig | None:
         return None
     return CORSConfig(
         allow_origins=list(origins),
-        allow_methods=["POST", "OPTIONS"],
+        allow_methods=["POST", "DELETE", "OPTIONS"],  # DELETE: a browser app ends its own session
         allow_headers=["Authorization", "Content-Type"],
         allow_credentials=False,
         expose_headers=["X-Request-ID"],

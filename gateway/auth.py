@@ -55,9 +55,21 @@ async def agent_caller(connection: Connection) -> Caller:
     return caller
 
 
+async def admin_caller(connection: Connection) -> Caller:
+    """A caller with an admin app role (LKPS_ADMIN_ROLES)."""
+    caller = await authenticate(connection)
+    services_of(connection).policy.check_admin(caller)
+    return caller
+
+
 async def session_guard(connection: Connection, _: BaseRouteHandler) -> None:
     """Guard form of `session_caller`, for routes off the hot path."""
     await session_caller(connection)
+
+
+async def admin_guard(connection: Connection, _: BaseRouteHandler) -> None:
+    """Guard form of `admin_caller`: the admin API is off the hot path."""
+    await admin_caller(connection)
 
 
 def caller_of(connection: Connection) -> Caller:

@@ -1,16 +1,19 @@
-"""The `lkps` command: `serve`, `migrate`, `dev` (and `dev token`), and the client's `session` and `agent`."""
+"""The `lkps` command: `serve`, `migrate`, `prune`, `dev` (and `dev token`), and the client's `session` and
+`agent`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from config import ConfigError, Settings
-from config.settings import database_url_from_env
+from config.settings import MAX_RETENTION_DAYS, database_url_from_env, retention_from_env
 from lkps.cli import add_client_commands, run_client_command
 
 
@@ -24,6 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1)
 
     commands.add_parser("migrate", help="bring the database schema to the head revision")
+
+    prune = commands.add_parser(
+        "prune", help="delete rows older than the retention period (LKPS_RETENTION_DAYS), in batches"
+    )
+    prune.add_argument("--days", type=_days, help="override LKPS_RETENTION_DAYS")
+    prune.add_argument(
+        "--batch-size", type=_positive, default=1000, help="rows per transaction (default 1000)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
 
     dev = commands.add_parser("dev", help="run a self-contained development service")
     dev.add_argument("--port", type=int, default=8000)
@@ -49,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args.host, args.port, args.workers, os.environ)
     if args.command == "migrate":
         return _migrate()
+    if args.command == "prune":
+        return _prune(args.days, args.batch_size, args.dry_run)
     if args.dev_command == "token":
         from gateway.dev import mint  # noqa: PLC0415 - dev-only imports stay out of `serve`
 
@@ -96,6 +110,47 @@ def _migrate() -> int:
     revision = asyncio.run(upgrade_url(url))
     print(f"lkps: database at revision {revision}")  # noqa: T201
     return 0
+
+
+def _prune(days: int | None, batch_size: int, dry_run: bool) -> int:
+    from gateway.persistence.db import create_engine  # noqa: PLC0415
+    from gateway.persistence.retention import prune  # noqa: PLC0415
+
+    try:
+        url, configured_days = retention_from_env(os.environ)
+    except ConfigError as error:
+        return _fail(error)
+    cutoff = datetime.now(UTC) - timedelta(days=days or configured_days)
+
+    async def run() -> dict[str, int]:
+        engine = create_engine(url, pool_size=1)
+        try:
+            return await prune(engine, cutoff, batch_size, dry_run=dry_run)
+        finally:
+            await engine.dispose()
+
+    counts = asyncio.run(run())
+    report = {
+        "cutoff": cutoff.isoformat(),
+        "dry_run": dry_run,
+        "would_delete" if dry_run else "deleted": counts,
+    }
+    print(json.dumps(report))  # noqa: T201 - the report is the command's output (CronJob logs)
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _days(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_RETENTION_DAYS:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_RETENTION_DAYS}")
+    return value
 
 
 def _dev(port: int, issuer_port: int, state_dir: Path, cors_origins: list[str] | None) -> int:

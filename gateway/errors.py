@@ -6,6 +6,7 @@ of the public contract: clients branch on them, so they never change meaning.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -17,7 +18,7 @@ from authz.errors import AccessDenied, AuthUnavailable, AuthzError, TokenRejecte
 from gateway.observability.context import context_of
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
 log = structlog.get_logger("lkps.errors")
 
@@ -55,6 +56,27 @@ class ErrorBody(msgspec.Struct):
 
 def bad_request(message: str, reason: str = "invalid_request") -> ApiError:
     return ApiError(400, "invalid_request", message, reason=reason)
+
+
+def database_unavailable(message: str, exc: Exception) -> ApiError:
+    return ApiError(
+        503,
+        "database_unavailable",
+        message,
+        reason=f"database_error:{type(exc).__name__}",
+        headers={"Retry-After": "2"},
+    )
+
+
+@contextmanager
+def database_errors(message: str) -> Iterator[None]:
+    """Turn any failure of the database work in the block into 503 `database_unavailable` with `message`."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise database_unavailable(message, exc) from exc
 
 
 def from_authz(exc: AuthzError) -> ApiError:

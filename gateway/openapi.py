@@ -33,7 +33,9 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         403: "Authenticated, but not allowed.",
         404: "Unknown agent or resource.",
         413: "Request body too large.",
+        415: "Unsupported content type.",
         429: "Rate limited (see Retry-After).",
+        502: "LiveKit could not be reached or refused the call.",
         503: "A dependency is unavailable; retry after Retry-After.",
     }
     return {

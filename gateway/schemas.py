@@ -7,6 +7,7 @@ Litestar's signature model, so every refusal reads like `"agent_entra_app_id" is
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -67,6 +68,14 @@ class AgentRegisterResponse(msgspec.Struct):
     agent_name: Annotated[str, msgspec.Meta(description="Register the LiveKit worker under this name.")]
     registration_id: str
     enforce_client_authz: bool
+
+
+class SessionEndResponse(msgspec.Struct):
+    room_name: str
+    status: Annotated[str, msgspec.Meta(description='Always "ended".')]
+    ended_at: Annotated[
+        datetime, msgspec.Meta(description="When the session was first ended (RFC 3339, UTC).")
+    ]
 
 
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")

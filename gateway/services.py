@@ -15,11 +15,18 @@ from authz.jwks import build_http_client
 from authz.policy import CallerPolicy
 from authz.preauth import build_preauthorizer
 from config import Settings
+from gateway.livekit_rooms import LiveKitRooms, RoomControl, server_api_url
 from gateway.livekit_tokens import LiveKitMinter
+from gateway.livekit_webhooks import WebhookVerifier
 from gateway.observability.metrics import Metrics
+from gateway.persistence.admin_queries import AdminQueries
 from gateway.persistence.agents import AgentRegistry
 from gateway.persistence.db import create_engine
+from gateway.persistence.lifecycle import SessionLifecycle
+from gateway.persistence.revocations import AgentRevocations
 from gateway.persistence.sessions import SessionWriter
+from gateway.ratelimit import build_rate_limiter
+from gateway.session_end import SessionEnder
 from gateway.session_start import ClientAuthorizer, SessionStarter
 
 if TYPE_CHECKING:
@@ -51,6 +58,12 @@ class Services:
     minter: LiveKitMinter
     sessions: SessionStarter
     authorizer: ClientAuthorizer | None
+    rooms: RoomControl
+    webhooks: WebhookVerifier
+    lifecycle: SessionLifecycle
+    ending: SessionEnder
+    revocations: AgentRevocations
+    admin: AdminQueries
     draining: bool = False
     _owned: list[Any] = field(default_factory=list)
 
@@ -60,6 +73,7 @@ class Services:
         await self.validator.aclose()
         if self.authorizer is not None:
             await self.authorizer.aclose()
+        await self.rooms.aclose()
         for resource in self._owned:
             await resource()
 
@@ -72,11 +86,12 @@ def build_services(
     engine: AsyncEngine | None = None,
     authorizer: ClientAuthorizer | None = None,
     validator: TokenValidator | None = None,
+    rooms: RoomControl | None = None,
 ) -> Services:
     """Wire the production collaborators; anything passed in replaces its default.
 
-    `http` and `engine` given by the caller are left for the caller to close; an `authorizer` given is
-    closed with the services like the default one.
+    `http` and `engine` given by the caller are left for the caller to close; an `authorizer` or `rooms`
+    given is closed with the services like the default one.
     """
     clock = clock or SystemClock()
     owned: list[Any] = []
@@ -89,9 +104,22 @@ def build_services(
     metrics = Metrics()
     if authorizer is None:
         authorizer = build_preauthorizer(settings, http, clock, metrics.registry)
+    limiter = build_rate_limiter(
+        settings.rate_limit_per_minute, settings.rate_limit_burst, settings.redis_url, clock, metrics.registry
+    )
+    if limiter is not None:
+        owned.append(limiter.aclose)
     registry = AgentRegistry(engine, clock, settings.agent_cache_ttl_seconds)
     writer = SessionWriter(engine, metrics, settings.session_batch_max)
     minter = LiveKitMinter(settings.livekit_api_key, settings.livekit_api_secret, clock)
+    if rooms is None:
+        rooms = LiveKitRooms(
+            server_api_url(settings),
+            settings.livekit_api_key,
+            settings.livekit_api_secret,
+            settings.livekit_api_timeout_seconds,
+        )
+    lifecycle = SessionLifecycle(engine, clock)
     return Services(
         settings=settings,
         clock=clock,
@@ -104,6 +132,7 @@ def build_services(
             client_roles=settings.client_roles,
             client_app_ids=settings.client_app_ids,
             agent_roles=settings.agent_roles,
+            admin_roles=settings.admin_roles,
         ),
         registry=registry,
         writer=writer,
@@ -115,8 +144,15 @@ def build_services(
             writer=writer,
             clock=clock,
             token_ttl_seconds=settings.participant_token_ttl_seconds,
+            limiter=limiter,
         ),
         authorizer=authorizer,
+        rooms=rooms,
+        webhooks=WebhookVerifier(settings.livekit_api_key, settings.livekit_api_secret),
+        lifecycle=lifecycle,
+        ending=SessionEnder(lifecycle, rooms),
+        revocations=AgentRevocations(engine, clock),
+        admin=AdminQueries(engine),
         _owned=owned,
     )
 

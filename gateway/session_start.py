@@ -15,11 +15,12 @@ from typing import Protocol
 from authz.caller import Caller
 from authz.clock import Clock
 from authz.errors import AuthUnavailable
-from gateway.errors import ApiError
+from gateway.errors import ApiError, database_unavailable
 from gateway.livekit_tokens import LiveKitMinter
 from gateway.observability.context import RequestContext
 from gateway.persistence.agents import AgentRegistry
 from gateway.persistence.sessions import SessionRecord, SessionWriter
+from gateway.ratelimit import RateLimiter, retry_after_header
 from gateway.rooms import room_name
 
 
@@ -51,7 +52,9 @@ class SessionStarter:
         writer: SessionWriter,
         clock: Clock,
         token_ttl_seconds: int,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self._limiter = limiter
         self._registry = registry
         self._authorizer = authorizer
         self._minter = minter
@@ -71,6 +74,16 @@ class SessionStarter:
         """`display_name` (the token endpoint's `participant_name`) replaces only the shown name, never
         the identity, which always comes from the validated token."""
         ctx.fields["agent_id"] = agent_app_id
+        if self._limiter is not None:
+            wait = await self._limiter.acquire(caller.client_app_id)
+            if wait:
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"Too many session starts for client application '{caller.client_app_id}'; "
+                    f"retry after {retry_after_header(wait)} s.",
+                    headers={"Retry-After": retry_after_header(wait)},
+                )
         try:
             agent = await self._registry.active(agent_app_id)
         except Exception as exc:
@@ -131,13 +144,3 @@ class SessionStarter:
             ) from exc
         ctx.fields["room"] = room
         return StartedSession(room, token.jwt, identity, token.expires_at)
-
-
-def database_unavailable(message: str, exc: Exception) -> ApiError:
-    return ApiError(
-        503,
-        "database_unavailable",
-        message,
-        reason=f"database_error:{type(exc).__name__}",
-        headers={"Retry-After": "2"},
-    )

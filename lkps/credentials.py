@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import msal
 
-from authz.graph import _certificate_credential, _MsalSession
+from authz.graph import MsalSession, certificate_credential
 from config.settings import DEFAULT_AUTHORITY
 from lkps.errors import CredentialError
 
@@ -44,7 +44,7 @@ class EntraCredential:
         if client_secret is not None and certificate is None:
             self._credential = client_secret
         elif certificate is not None and client_secret is None:
-            self._credential = _certificate_credential(certificate, certificate_password)
+            self._credential = certificate_credential(certificate, certificate_password)
         else:
             raise ValueError("give exactly one of client_secret and certificate")
         self._client_id = client_id
@@ -54,7 +54,7 @@ class EntraCredential:
         # instead of being validated through login.microsoftonline.com.
         self._instance_discovery = None if authority == DEFAULT_AUTHORITY else False
         # Explicit trust must not be overridden by REQUESTS_CA_BUNDLE from the environment.
-        self._http = _MsalSession(str(ca_bundle), timeout_seconds) if ca_bundle is not None else None
+        self._http = MsalSession(str(ca_bundle), timeout_seconds) if ca_bundle is not None else None
         self._scopes = [scope]
         self._app: msal.ConfidentialClientApplication | None = None
         self._lock = threading.Lock()

@@ -1,4 +1,5 @@
-"""The agent registry: registrations are rows; "connected" means an unexpired, unrevoked registration.
+"""The agent registry: registrations are rows; "connected" means an unexpired, unrevoked registration of an
+agent that an administrator has not revoked.
 
 Session start asks `active()` on every request, so answers are cached for `agent_cache_ttl_seconds`
 (default 1 s, the bound on how late another replica's revocation is seen). This replica's own
@@ -12,13 +13,22 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import ColumnElement, exists, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authz.clock import Clock
 from gateway.persistence.tables import agent_registrations as t
+from gateway.persistence.tables import agent_revocations
 
 _MAX_CACHED = 10_000
+
+
+class AgentRevoked(Exception):
+    """The agent is revoked: it may not register (nothing is written)."""
+
+
+def _revoked(agent_app_id: str) -> ColumnElement[bool]:
+    return exists().where(agent_revocations.c.agent_app_id == agent_app_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +99,13 @@ class AgentRegistry:
     async def _load(self, agent_app_id: str) -> ActiveAgent | None:
         query = (
             select(t.c.enforce_client_authz, t.c.expires_at)
-            .where(t.c.agent_app_id == agent_app_id, t.c.revoked.is_(False), t.c.expires_at > self._utcnow())
+            .where(
+                t.c.agent_app_id == agent_app_id,
+                t.c.revoked.is_(False),
+                t.c.expires_at > self._utcnow(),
+                # Also covers a registration that raced the revocation (see `register`).
+                ~_revoked(agent_app_id),
+            )
             .order_by(t.c.issued_at.desc())
             .limit(1)
         )
@@ -102,10 +118,16 @@ class AgentRegistry:
     def invalidate(self, agent_app_id: str) -> None:
         self._cache.pop(agent_app_id, None)
 
+    async def revoked(self, agent_app_id: str) -> bool:
+        """Whether an administrator has revoked this agent (checked before an agent token is minted)."""
+        async with self._engine.connect() as conn:
+            return bool(await conn.scalar(select(_revoked(agent_app_id))))
+
     async def register(self, new: NewRegistration, expires_at: int) -> Registration:
         """Record one registration (an audit row per agent token issued) and make it the one in force.
 
         `expires_at` is the agent token's `exp`: the registration lives exactly as long as the token.
+        Raises AgentRevoked, writing nothing, if the agent is revoked when the row would be inserted.
         """
         issued_at = self._utcnow()
         registration = Registration(
@@ -115,22 +137,26 @@ class AgentRegistry:
             expires_at=datetime.fromtimestamp(expires_at, UTC),
             enforce_client_authz=new.enforce_client_authz,
         )
+        values = {
+            "id": registration.id,
+            "agent_app_id": new.agent_app_id,
+            "tenant_id": new.tenant_id,
+            "requester_object_id": new.requester_object_id,
+            "issued_at": issued_at,
+            "expires_at": registration.expires_at,
+            "revoked": False,
+            "enforce_client_authz": new.enforce_client_authz,
+            "display_name": new.display_name,
+            "description": new.description,
+            "agent_version": new.agent_version,
+            "request_id": new.request_id,
+        }
+        # INSERT ... SELECT ... WHERE NOT EXISTS: the revocation check and the insert are one statement.
+        row = select(*(literal(value, t.c[name].type).label(name) for name, value in values.items()))
+        statement = insert(t).from_select(list(values), row.where(~_revoked(new.agent_app_id)))
         async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(t).values(
-                    id=registration.id,
-                    agent_app_id=new.agent_app_id,
-                    tenant_id=new.tenant_id,
-                    requester_object_id=new.requester_object_id,
-                    issued_at=issued_at,
-                    expires_at=registration.expires_at,
-                    revoked=False,
-                    enforce_client_authz=new.enforce_client_authz,
-                    display_name=new.display_name,
-                    description=new.description,
-                    agent_version=new.agent_version,
-                    request_id=new.request_id,
-                )
-            )
+            inserted = await conn.execute(statement)
+        if inserted.rowcount == 0:
+            raise AgentRevoked(new.agent_app_id)
         self.invalidate(new.agent_app_id)
         return registration

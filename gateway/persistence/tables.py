@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
     false,
 )
@@ -69,6 +70,7 @@ agent_registrations = Table(
     Column("agent_version", String(64), nullable=True),
     Column("request_id", String(64), nullable=False),
     Index(None, "agent_app_id", "expires_at"),
+    Index(None, "expires_at"),  # pruning
 )
 
 sessions = Table(
@@ -86,7 +88,62 @@ sessions = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("token_expires_at", UtcDateTime(), nullable=False),
     Column("request_id", String(64), nullable=False),
+    # The lifecycle, fed by LiveKit webhooks (and by ending a session): issued -> active -> ended.
+    Column("status", String(8), nullable=False, server_default="issued"),
+    Column("started_at", UtcDateTime(), nullable=True),
+    Column("ended_at", UtcDateTime(), nullable=True),
+    Column("agent_joined_at", UtcDateTime(), nullable=True),
+    Column("ended_by", String(16), nullable=True),  # webhook | caller | admin
     Index(None, "agent_app_id", "created_at"),
     Index(None, "caller_object_id", "created_at"),
     Index(None, "client_app_id", "created_at"),
+    Index(None, "user_id", "created_at"),
+    Index(None, "status", "created_at"),
+    Index(None, "created_at"),  # the unfiltered admin listing and pruning
+)
+
+# LiveKit webhook events as received: the primary key is LiveKit's event id, so a retried delivery is a
+# no-op insert. Rows for rooms lkps does not know are kept too.
+session_events = Table(
+    "session_events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("room_name", String(255), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("participant_identity", String(255), nullable=True),
+    Column("participant_kind", String(16), nullable=True),
+    Column("occurred_at", UtcDateTime(), nullable=False),  # LiveKit's createdAt
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("details", Text(), nullable=True),  # a few event fields as JSON; never a token or password
+    Index(None, "room_name", "occurred_at"),
+    Index(None, "received_at"),
+)
+
+# An agent-level block set by an administrator: while present, the agent can neither register nor be
+# reached. Never pruned: it is a standing decision, not an audit record.
+agent_revocations = Table(
+    "agent_revocations",
+    metadata,
+    _guid("agent_app_id", primary_key=True),
+    Column("revoked_at", UtcDateTime(), nullable=False),
+    _guid("revoked_by_object_id", nullable=False),
+    _guid("revoked_by_client_app_id", nullable=False),
+    Column("reason", String(512), nullable=True),
+)
+
+# Who did what through the admin API, and when.
+admin_actions = Table(
+    "admin_actions",
+    metadata,
+    _guid("id", primary_key=True),
+    Column("actor_tenant_id", String(36), nullable=False),
+    _guid("actor_object_id", nullable=False),
+    _guid("actor_client_app_id", nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("details", Text(), nullable=True),
+    Index(None, "at"),
+    Index(None, "target", "at"),
 )

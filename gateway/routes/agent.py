@@ -7,12 +7,12 @@ from typing import Any
 from litestar import Request, post
 
 from gateway.auth import agent_caller
+from gateway.errors import ApiError, database_errors, database_unavailable
 from gateway.observability.context import context_of
 from gateway.openapi import documented_body, error_responses
-from gateway.persistence.agents import NewRegistration
+from gateway.persistence.agents import AgentRevoked, NewRegistration
 from gateway.schemas import AgentRegisterRequest, AgentRegisterResponse, decode_body
 from gateway.services import services_of
-from gateway.session_start import database_unavailable
 
 
 @post(
@@ -25,7 +25,8 @@ from gateway.session_start import database_unavailable
     tags=["agents"],
     summary="Register the calling agent",
     description="The agent's client app id is its agent id and the LiveKit agent name it must register its "
-    "worker under. Call again before `expires_at` to renew; every call is recorded.",
+    "worker under. Call again before `expires_at` to renew; every call is recorded. A revoked agent is "
+    "refused with 403 `agent_revoked`.",
 )
 async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterResponse:
     caller = await agent_caller(request)
@@ -34,6 +35,10 @@ async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterRespon
     body = decode_body(await request.body(), AgentRegisterRequest)
     agent_id = caller.client_app_id
     ctx.fields["agent_id"] = agent_id
+    with database_errors("The agent registry could not be read; retry shortly."):
+        revoked = await services.registry.revoked(agent_id)
+    if revoked:  # refused before any token exists; `register` re-checks atomically for a racing revocation
+        raise agent_revoked(agent_id)
     token = services.minter.agent_token(
         identity=f"agent-{agent_id}", ttl_seconds=services.settings.agent_token_ttl_seconds
     )
@@ -51,6 +56,8 @@ async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterRespon
             ),
             expires_at=token.expires_at,
         )
+    except AgentRevoked:
+        raise agent_revoked(agent_id) from None
     except Exception as exc:
         raise database_unavailable("The registration could not be recorded; retry shortly.", exc) from exc
     ctx.fields["registration_id"] = registration.id
@@ -61,4 +68,13 @@ async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterRespon
         agent_name=agent_id,
         registration_id=registration.id,
         enforce_client_authz=registration.enforce_client_authz,
+    )
+
+
+def agent_revoked(agent_id: str) -> ApiError:
+    return ApiError(
+        403,
+        "agent_revoked",
+        f"Agent '{agent_id}' has been revoked by an lkps administrator and cannot register; "
+        "ask the lkps operators to lift the revocation.",
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config import ConfigError, Settings
-from config.settings import database_url_from_env
+from config.settings import database_url_from_env, retention_from_env
 
 TENANT = "0d0a8b5e-95a2-4b8b-9d0e-7d6c5b4a3f21"
 SECRET = "s" * 32
@@ -199,3 +199,67 @@ class TestDatabaseUrlOnly:
             "postgresql+asyncpg://db/lkps"
         )
         assert database_url_from_env({}).startswith("sqlite+aiosqlite://")
+
+
+class TestLifecycleSettings:
+    def test_defaults_keep_admin_off_and_ninety_days(self) -> None:
+        """Without the new variables: no admin role (admin API off), 90-day retention, 5 s LiveKit API timeout."""
+        settings = Settings.from_env(env())
+        assert settings.admin_roles == ()
+        assert settings.retention_days == 90
+        assert settings.livekit_api_url is None
+        assert settings.livekit_api_timeout_seconds == 5.0
+
+    def test_values_are_parsed(self) -> None:
+        """Admin roles are a comma list; the API URL, its timeout and the retention period are typed."""
+        settings = Settings.from_env(
+            env(
+                LKPS_ADMIN_ROLES="Lkps.Admin, Lkps.Auditor",
+                LKPS_RETENTION_DAYS="30",
+                LKPS_LIVEKIT_API_URL="https://livekit-api.internal/",
+                LKPS_LIVEKIT_API_TIMEOUT_SECONDS="2.5",
+            )
+        )
+        assert settings.admin_roles == ("Lkps.Admin", "Lkps.Auditor")
+        assert settings.retention_days == 30
+        assert settings.livekit_api_url == "https://livekit-api.internal"
+        assert settings.livekit_api_timeout_seconds == 2.5
+
+    def test_a_plaintext_api_url_is_fine_on_loopback_or_with_the_opt_in(self) -> None:
+        """http:// for the server API needs loopback or LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL, like the client URL."""
+        assert Settings.from_env(env(LKPS_LIVEKIT_API_URL="http://127.0.0.1:7880")).livekit_api_url == (
+            "http://127.0.0.1:7880"
+        )
+        opted_in = env(
+            LKPS_LIVEKIT_API_URL="http://livekit.lkps.svc:7880", LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL="true"
+        )
+        assert Settings.from_env(opted_in).livekit_api_url == "http://livekit.lkps.svc:7880"
+
+    @pytest.mark.parametrize(
+        ("name", "value", "fragment"),
+        [
+            ("LKPS_RETENTION_DAYS", "0", "out of range"),
+            ("LKPS_RETENTION_DAYS", "3651", "out of range"),
+            ("LKPS_RETENTION_DAYS", "ninety", "not a number"),
+            ("LKPS_LIVEKIT_API_TIMEOUT_SECONDS", "0", "out of range"),
+            ("LKPS_LIVEKIT_API_URL", "wss://livekit.example.com", "must be an https:// URL"),
+            ("LKPS_LIVEKIT_API_URL", "http://livekit.example.com", "plaintext to a non-loopback host"),
+            ("LKPS_LIVEKIT_API_URL", "https://livekit.example.com/?x=1", "must not carry a query"),
+            ("LKPS_ADMIN_ROLES", "Lkps Admin", "invalid value"),
+        ],
+    )
+    def test_bad_values_are_refused(self, name: str, value: str, fragment: str) -> None:
+        """Each bad value is one problem naming the variable."""
+        [problem] = problems(env(**{name: value}))
+        assert problem.startswith(name)
+        assert fragment in problem
+
+    def test_prune_needs_only_the_database_url_and_period(self) -> None:
+        """`lkps prune` reads the database URL and retention period alone, reporting both problems at once."""
+        assert retention_from_env({"LKPS_RETENTION_DAYS": "7"}) == (
+            "sqlite+aiosqlite:///./lkps.db",
+            7,
+        )
+        with pytest.raises(ConfigError) as caught:
+            retention_from_env({"LKPS_RETENTION_DAYS": "-1", "LKPS_DATABASE_URL": "mysql://db"})
+        assert len(caught.value.problems) == 2

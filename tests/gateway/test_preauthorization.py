@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,16 @@ class Enforcing:
 @pytest.fixture
 async def enforcing(database_url: str) -> AsyncIterator[Enforcing]:
     """A gateway with Graph configured and the agent registered with enforce_client_authz=true."""
+    async for running in enforcing_gateway(database_url):
+        yield running
+
+
+async def enforcing_gateway(
+    database_url: str, *, token_lifetime: int | None = None, **overrides: Any
+) -> AsyncIterator[Enforcing]:
+    """`running_gateway` (with `overrides`) whose pre-authorizer reads FakeGraph with a Graph token from
+    MSAL, and the agent registered with enforce_client_authz=true. A `token_lifetime` under MSAL's refresh
+    margin makes every Graph call fetch a fresh Graph token (for drills that move the clock by hours)."""
     fakes: dict[str, FakeGraph] = {}
 
     def prepare(entra) -> None:  # type: ignore[no-untyped-def]
@@ -50,11 +61,12 @@ async def enforcing(database_url: str) -> AsyncIterator[Enforcing]:
     state: dict[str, GraphPreAuthorizer] = {}
 
     async for gateway in running_gateway(
-        database_url, before_start=prepare, authorizer=_LazyAuthorizer(state)
+        database_url, before_start=prepare, authorizer=_LazyAuthorizer(state), **overrides
     ):
         credential = GraphCredential(client_id=LKPS_CLIENT_ID, client_secret=LKPS_CLIENT_SECRET)
         settings = make_settings(graph=credential, graph_url=GRAPH_URL)
-        tokens = GraphTokenProvider(settings, credential, http_client=MsalTransport(gateway.entra))
+        transport = MsalTransport(gateway.entra, token_lifetime=token_lifetime)
+        tokens = GraphTokenProvider(settings, credential, http_client=transport)
         state["authorizer"] = GraphPreAuthorizer(
             GraphClient(gateway.services.http, tokens, GRAPH_URL, 5.0),
             gateway.clock,

@@ -224,5 +224,5 @@ def test_retention_cronjob_runs_prune(rendered: Rendered) -> None:
 
 
 def test_retention_is_off_by_default(rendered: Rendered) -> None:
-    """No CronJob is rendered until retention is enabled (`lkps prune` arrives with another issue)."""
+    """No CronJob is rendered until retention is enabled."""
     assert of_kind(rendered("defaults"), "CronJob") == []

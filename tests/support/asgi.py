@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
+from anyio.from_thread import BlockingPortal
 
 
 @dataclass(frozen=True)
@@ -57,3 +60,26 @@ async def raw_request(
         headers={k.decode().lower(): v.decode() for k, v in start.get("headers", [])},
         body=b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
     )
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    method: str
+    path: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+
+
+def all_at_once(portal: BlockingPortal, app: Any, requests: Sequence[RawRequest]) -> list[RawResponse]:
+    """Send `requests` concurrently on the event loop the app runs on (a test client's `blocking_portal`).
+
+    A Litestar test client serves its requests one at a time, so `asyncio.gather` over client calls is not
+    concurrency; this is. It blocks the calling thread until every response is in.
+    """
+
+    async def send_all() -> list[RawResponse]:
+        return await asyncio.gather(
+            *(raw_request(app, r.method, r.path, r.headers, r.body) for r in requests)
+        )
+
+    return portal.call(send_all)

@@ -49,6 +49,37 @@ def unreachable(url: str) -> str:
     return parsed.set(host="127.0.0.1", port=1).render_as_string(hide_password=False)
 
 
+def dedicated_postgres() -> str:
+    """A migrated PostgreSQL database of its own on LKPS_TEST_POSTGRES_URL's server, for drills that take it
+    away (`block_connections`) or kill its clients; drop it with `drop_postgres`."""
+    assert POSTGRES_SERVER, "PostgreSQL drills need LKPS_TEST_POSTGRES_URL"
+    name = f"lkps_drill_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_execute(POSTGRES_SERVER, f"CREATE DATABASE {name}", autocommit=True))
+    url = make_url(POSTGRES_SERVER).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_migrate(url))
+    return url
+
+
+def drop_postgres(url: str) -> None:
+    assert POSTGRES_SERVER
+    name = make_url(url).database
+    asyncio.run(_execute(POSTGRES_SERVER, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", autocommit=True))
+
+
+async def block_connections(url: str, *, blocked: bool) -> None:
+    """Take a PostgreSQL database away from its clients (new connections refused, open ones terminated)
+    as an outage or failover would, or give it back (`blocked=False`)."""
+    assert POSTGRES_SERVER
+    name = make_url(url).database
+    statements = [f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if blocked else 'true'}"]
+    if blocked:
+        statements.append(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        )
+    await _execute(POSTGRES_SERVER, *statements, autocommit=True)
+
+
 class TestDatabases:
     __test__ = False
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import functools
 import hashlib
 import hmac
-import ipaddress
 import json
 import ssl
 import threading
@@ -26,12 +24,11 @@ from typing import Any, Self
 
 import httpx
 import jwt
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from authz.clock import Clock
+from authz.loopback_tls import issue_loopback_tls
 from config.settings import Settings
 from tests.support.clock import FakeClock
 
@@ -522,53 +519,6 @@ def _oauth_error(status: int, error: str, description: str) -> FakeResponse:
 # ---- the same fake over real TLS ---------------------------------------------------------------------
 
 
-@functools.cache
-def _self_signed_ca() -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM): a CA certificate for IP 127.0.0.1 that the server also presents."""
-    key = rsa_key("fake-entra-tls")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake Entra test CA")])
-    now = dt.datetime.now(dt.UTC)
-    public_key = key.public_key()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 class _TlsServer(ThreadingHTTPServer):
     daemon_threads = True
     entra: FakeEntra
@@ -612,6 +562,7 @@ class FakeEntraServer:
 
     def __init__(self, directory: Path, *, tenant_id: str = TENANT_ID, clock: Clock | None = None) -> None:
         self.ca_path = directory / "fake-entra-ca.pem"
+        self._certificate_path = directory / "fake-entra-server.pem"
         self._key_path = directory / "fake-entra-key.pem"
         self._tenant_id = tenant_id
         self._clock = clock
@@ -621,11 +572,14 @@ class FakeEntraServer:
         self.entra: FakeEntra
 
     def __enter__(self) -> Self:
-        certificate_pem, key_pem = _self_signed_ca()
-        self.ca_path.write_bytes(certificate_pem)
-        self._key_path.write_bytes(key_pem)
+        tls = issue_loopback_tls(
+            rsa_key("fake-entra-ca"), rsa_key("fake-entra-tls"), days=7, name="fake Entra"
+        )
+        self.ca_path.write_bytes(tls.ca_pem)
+        self._certificate_path.write_bytes(tls.server_certificate_pem)
+        self._key_path.write_bytes(tls.server_key_pem)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.ca_path, self._key_path)
+        context.load_cert_chain(self._certificate_path, self._key_path)
         server = _TlsServer(("127.0.0.1", 0), _RequestHandler)
         server.socket = context.wrap_socket(server.socket, server_side=True)
         self.authority = f"https://127.0.0.1:{server.server_address[1]}"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.persistence.agents import AgentRegistry, NewRegistration
+from gateway.persistence.agents import AgentRegistry, AgentRevoked, NewRegistration
 from gateway.persistence.db import create_engine
-from gateway.persistence.tables import agent_registrations
+from gateway.persistence.tables import agent_registrations, agent_revocations
 from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -142,3 +143,38 @@ class TestCache:
         results = await asyncio.gather(*(registry.active(AGENT) for _ in range(20)))
         assert all(result is not None for result in results)
         assert len(selects) == 1
+
+
+class TestRevocation:
+    async def revoke(self, engine: AsyncEngine) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(agent_revocations).values(
+                    agent_app_id=AGENT,
+                    revoked_at=datetime.now(UTC),
+                    revoked_by_object_id=AGENT,
+                    revoked_by_client_app_id=AGENT,
+                )
+            )
+
+    async def test_a_revoked_agent_cannot_register(self, engine: AsyncEngine) -> None:
+        """With a revocation in place, register raises AgentRevoked and writes no row."""
+        clock = FakeClock()
+        registry = AgentRegistry(engine, clock, cache_ttl_seconds=0)
+        await self.revoke(engine)
+        assert await registry.revoked(AGENT) is True
+        with pytest.raises(AgentRevoked):
+            await registry.register(_new(), expires_at=int(clock.now()) + 3600)
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(agent_registrations))).all() == []
+
+    async def test_a_registration_that_raced_the_revocation_does_not_connect(
+        self, engine: AsyncEngine
+    ) -> None:
+        """A live, unmarked registration of a revoked agent (inserted as the revocation committed) is ignored."""
+        clock = FakeClock()
+        registry = AgentRegistry(engine, clock, cache_ttl_seconds=0)
+        await registry.register(_new(), expires_at=int(clock.now()) + 3600)
+        assert await registry.active(AGENT) is not None
+        await self.revoke(engine)
+        assert await registry.active(AGENT) is None

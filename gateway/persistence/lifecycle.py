@@ -1,0 +1,150 @@
+"""The session lifecycle: each LiveKit webhook event is stored once and folded into its session row.
+
+Every rule only moves a session forward (issued -> active -> ended) and keeps the earliest start and
+agent-join times, so events applied in any order, or more than once, leave the same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import ColumnElement, Update, case, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from authz.clock import Clock
+from gateway.persistence.dialect import upsert_insert
+from gateway.persistence.tables import UtcDateTime, session_events, sessions
+
+ROOM_STARTED = "room_started"
+ROOM_FINISHED = "room_finished"
+PARTICIPANT_JOINED = "participant_joined"
+# Departures are kept as history; they do not end a session: LiveKit closes the room after its departure
+# timeout and then sends room_finished.
+RECORDED_EVENTS = frozenset(
+    {ROOM_STARTED, PARTICIPANT_JOINED, "participant_left", "participant_connection_aborted", ROOM_FINISHED}
+)
+AGENT_KIND = "AGENT"
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """One webhook event as stored; `id` is LiveKit's event id, the key that makes retries no-ops."""
+
+    id: str
+    event: str
+    room_name: str
+    participant_identity: str | None
+    participant_kind: str | None
+    occurred_at: datetime
+    received_at: datetime
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """A session row: who started it, with which agent, and how far its lifecycle has come."""
+
+    id: str
+    room_name: str
+    agent_app_id: str
+    tenant_id: str
+    caller_object_id: str
+    client_app_id: str
+    caller_kind: str
+    user_id: str
+    participant_identity: str
+    created_at: datetime
+    token_expires_at: datetime
+    request_id: str
+    status: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    agent_joined_at: datetime | None
+    ended_by: str | None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, (self.ended_at - self.started_at).total_seconds())
+
+
+def session_state(row: Any) -> SessionState:
+    return SessionState(**row._asdict())
+
+
+def _earliest(column: Any, moment: datetime) -> ColumnElement[datetime]:
+    value = literal(moment, UtcDateTime())
+    return case((or_(column.is_(None), column > value), value), else_=column)
+
+
+def _session_change(event: LifecycleEvent) -> Update | None:
+    """The monotonic update `event` makes to its session row, if any."""
+    row = update(sessions).where(sessions.c.room_name == event.room_name)
+    if event.event == ROOM_FINISHED:
+        # An ended session keeps its first end (a caller's DELETE, or an earlier delivery).
+        return row.where(sessions.c.status != "ended").values(
+            status="ended", ended_at=event.occurred_at, ended_by="webhook"
+        )
+    if event.event == PARTICIPANT_JOINED and event.participant_kind == AGENT_KIND:
+        return row.values(agent_joined_at=_earliest(sessions.c.agent_joined_at, event.occurred_at))
+    if event.event in {ROOM_STARTED, PARTICIPANT_JOINED}:
+        # A late room_started after room_finished fills in the start but never reopens the session.
+        return row.values(
+            status=case((sessions.c.status == "issued", "active"), else_=sessions.c.status),
+            started_at=_earliest(sessions.c.started_at, event.occurred_at),
+        )
+    return None
+
+
+class SessionLifecycle:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def record(self, event: LifecycleEvent) -> bool:
+        """Store `event` and apply it to its session (if lkps knows the room) in one transaction.
+
+        Returns False, changing nothing, when an event with this id was already recorded.
+        """
+        async with self._engine.begin() as conn:
+            stored = await conn.execute(
+                upsert_insert(conn, session_events)
+                .values(
+                    id=event.id,
+                    room_name=event.room_name,
+                    event=event.event,
+                    participant_identity=event.participant_identity,
+                    participant_kind=event.participant_kind,
+                    occurred_at=event.occurred_at,
+                    received_at=event.received_at,
+                    details=msgspec.json.encode(event.details).decode(),
+                )
+                .on_conflict_do_nothing(index_elements=[session_events.c.id])
+            )
+            if stored.rowcount == 0:
+                return False
+            change = _session_change(event)
+            if change is not None:
+                await conn.execute(change)
+        return True
+
+    async def session(self, room_name: str) -> SessionState | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(sessions).where(sessions.c.room_name == room_name))).first()
+        return None if row is None else session_state(row)
+
+    async def end(self, room_name: str, ended_by: str) -> SessionState | None:
+        """Mark the session ended now (unless it already is) and return it as it then stands."""
+        now = datetime.fromtimestamp(self._clock.now(), UTC)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(sessions)
+                .where(sessions.c.room_name == room_name, sessions.c.status != "ended")
+                .values(status="ended", ended_at=now, ended_by=ended_by)
+            )
+            row = (await conn.execute(select(sessions).where(sessions.c.room_name == room_name))).first()
+        return None if row is None else session_state(row)

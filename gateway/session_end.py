@@ -1,0 +1,60 @@
+"""Ending a session, independent of HTTP: delete its LiveKit room, then mark the session row ended.
+
+The row is marked only once LiveKit confirms the room is gone (or never existed), so a session reported
+ended really is over; when LiveKit cannot be reached the row stays as it was and the caller may retry.
+"""
+
+from __future__ import annotations
+
+from authz.caller import Caller
+from gateway.errors import ApiError, database_errors
+from gateway.livekit_rooms import LiveKitRefused, LiveKitUnavailable, RoomControl
+from gateway.persistence.lifecycle import SessionLifecycle, SessionState
+
+
+class SessionEnder:
+    def __init__(self, lifecycle: SessionLifecycle, rooms: RoomControl) -> None:
+        self._lifecycle = lifecycle
+        self._rooms = rooms
+
+    async def end(self, room_name: str, ended_by: str, owner: Caller | None = None) -> SessionState:
+        """End the session in `room_name`; with `owner`, only if that caller started it. Idempotent."""
+        with database_errors("The session could not be read; retry shortly."):
+            session = await self._lifecycle.session(room_name)
+        if session is None:
+            raise session_not_found(room_name)
+        if owner is not None and (session.tenant_id, session.caller_object_id, session.client_app_id) != (
+            owner.tenant_id,
+            owner.object_id,
+            owner.client_app_id,
+        ):
+            raise ApiError(
+                403, "forbidden", "This session belongs to another caller", reason="session_not_owned"
+            )
+        if session.status == "ended":
+            return session
+        try:
+            await self._rooms.delete_room(room_name)
+        except LiveKitUnavailable as exc:
+            raise ApiError(
+                502,
+                "livekit_unavailable",
+                f"LiveKit could not be reached to end the session ({exc}); it is still open, retry shortly.",
+                headers={"Retry-After": "5"},
+            ) from exc
+        except LiveKitRefused as exc:
+            raise ApiError(
+                502,
+                "livekit_error",
+                f"LiveKit refused to delete the room ({exc}); the session is still open. "
+                "Contact the lkps operators: its LiveKit API key may be wrong.",
+            ) from exc
+        with database_errors("The room was deleted but the session could not be marked ended; retry."):
+            ended = await self._lifecycle.end(room_name, ended_by)
+        if ended is None:  # pruned meanwhile
+            raise session_not_found(room_name)
+        return ended
+
+
+def session_not_found(room_name: str) -> ApiError:
+    return ApiError(404, "session_not_found", f"No session with room name '{room_name}'.")
