@@ -10,7 +10,7 @@ with LkpsClient("https://lkps.example.com", credential) as lkps:
 from __future__ import annotations
 
 from lkps.agent_token import AgentTokenProvider, AsyncAgentTokenProvider
-from lkps.client import AgentRegistration, LkpsClient, Session
+from lkps.client import AgentRegistration, EndedSession, LkpsClient, Session
 from lkps.credentials import EntraCredential, TokenProvider
 from lkps.errors import (
     ConnectionFailed,
@@ -30,6 +30,7 @@ __all__ = [
     "AsyncAgentTokenProvider",
     "ConnectionFailed",
     "CredentialError",
+    "EndedSession",
     "EntraCredential",
     "Forbidden",
     "InvalidRequest",

@@ -37,7 +37,7 @@ _CREDENTIALS = frozenset({"LKPS_CLIENT_SECRET", "LKPS_CLIENT_SECRET_FILE", "LKPS
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `session start` and `agent register` to the `lkps` command."""
+    """Add `session start`, `session end` and `agent register` to the `lkps` command."""
     connection = argparse.ArgumentParser(add_help=False)
     group = connection.add_argument_group("connection (flags override LKPS_CLIENT_* variables)")
     for dest, variable in _FLAGS.items():
@@ -48,7 +48,8 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
 
     session = commands.add_parser("session", help="start sessions as a backend service (client credentials)")
-    start = session.add_subparsers(dest="session_command", required=True).add_parser(
+    session_commands = session.add_subparsers(dest="session_command", required=True)
+    start = session_commands.add_parser(
         "start", parents=[connection], help="start a session with an agent and print it as JSON"
     )
     start.add_argument("--agent", required=True, help="the agent's Entra application (client) id")
@@ -56,6 +57,11 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--metadata", type=_json_object, help='JSON object for the agent, e.g. \'{"language": "en"}\''
     )
     start.set_defaults(client_command=_start_session, dev_role="backend")
+    end = session_commands.add_parser("end", parents=[connection], help="end a session this client started")
+    end.add_argument("room_name", help="the room_name `session start` printed")
+    end.set_defaults(
+        client_command=lambda client, args: client.end_session(args.room_name), dev_role="backend"
+    )
 
     agent = commands.add_parser("agent", help="register an agent with its own credentials")
     register = agent.add_subparsers(dest="agent_command", required=True).add_parser(

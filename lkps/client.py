@@ -9,6 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -42,6 +43,15 @@ class AgentRegistration:
     enforce_client_authz: bool
 
 
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    """A session ended by its starter: LiveKit closed the room at `ended_at` (RFC 3339)."""
+
+    room_name: str
+    status: str
+    ended_at: str
+
+
 class LkpsClient:
     """Calls lkps with a bearer token from `credential` (usually an `EntraCredential`).
 
@@ -73,7 +83,11 @@ class LkpsClient:
         body: dict[str, Any] = {"agent_entra_app_id": agent_id}
         if metadata is not None:
             body["metadata"] = dict(metadata)
-        return self._post("/api/session/start", body, Session)
+        return self._call("POST", "/api/session/start", body, Session)
+
+    def end_session(self, room_name: str) -> EndedSession:
+        """Close a room this client started (`DELETE /api/session/{room_name}`); ending twice is fine."""
+        return self._call("DELETE", f"/api/session/{quote(room_name, safe='')}", None, EndedSession)
 
     def register_agent(
         self,
@@ -87,7 +101,7 @@ class LkpsClient:
         body: dict[str, Any] = {"enforce_client_authz": enforce_client_authz}
         optional = {"display_name": display_name, "description": description, "agent_version": agent_version}
         body.update({name: value for name, value in optional.items() if value is not None})
-        return self._post("/api/agent/register", body, AgentRegistration)
+        return self._call("POST", "/api/agent/register", body, AgentRegistration)
 
     def close(self) -> None:
         if self._owns_http:
@@ -101,10 +115,10 @@ class LkpsClient:
     ) -> None:
         self.close()
 
-    def _post(self, path: str, body: dict[str, Any], result: type[T]) -> T:
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, result: type[T]) -> T:
         headers = {"Authorization": f"Bearer {self._credential.token()}", "User-Agent": self._user_agent}
         try:
-            response = self._http.post(self._base + path, json=body, headers=headers)
+            response = self._http.request(method, self._base + path, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise ConnectionFailed(
                 f"lkps at {self._base} could not be reached ({type(exc).__name__}).",

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authz.clock import Clock
 from gateway.persistence.dialect import upsert_insert
+from gateway.persistence.sessions import SessionRecord
 from gateway.persistence.tables import UtcDateTime, session_events, sessions
 
 ROOM_STARTED = "room_started"
@@ -44,21 +45,10 @@ class LifecycleEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionState:
-    """A session row: who started it, with which agent, and how far its lifecycle has come."""
+class SessionState(SessionRecord):
+    """A session row: who started it, with which agent (the recorded facts), and how far its lifecycle
+    has come."""
 
-    id: str
-    room_name: str
-    agent_app_id: str
-    tenant_id: str
-    caller_object_id: str
-    client_app_id: str
-    caller_kind: str
-    user_id: str
-    participant_identity: str
-    created_at: datetime
-    token_expires_at: datetime
-    request_id: str
     status: str
     started_at: datetime | None
     ended_at: datetime | None

@@ -13,6 +13,7 @@ from lkps import (
     AgentRegistration,
     ConnectionFailed,
     CredentialError,
+    EndedSession,
     Forbidden,
     InvalidRequest,
     LkpsClient,
@@ -150,3 +151,15 @@ def test_no_request_is_sent_without_an_entra_token() -> None:
     with pytest.raises(CredentialError):
         client.start_session(AGENT_ID)
     assert seen == []
+
+
+def test_end_session_sends_delete_for_the_room_and_returns_the_result() -> None:
+    """`end_session` DELETEs the (escaped) room and returns the typed answer."""
+    room = SESSION["room_name"]
+    ended = {"room_name": room, "status": "ended", "ended_at": "2026-11-23T01:00:00Z"}
+    client, seen = client_answering(lambda request: httpx.Response(200, json=ended))
+    result = client.end_session(room)
+    assert result == EndedSession(**ended)
+    assert seen[0].method == "DELETE"
+    assert seen[0].url.path == f"/api/session/{room}"
+    assert seen[0].headers["authorization"] == "Bearer entra.jwt"
