@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.harness import DEFAULT_POSTGRES_URL, Deployment, count_rows
 
@@ -43,7 +44,7 @@ end
 """
 
 
-def run_wrk(port: int, script: Path, duration: int, connections: int) -> dict[str, float]:
+def run_wrk(port: int, script: Path, duration: int, connections: int) -> dict[str, Any]:
     out = subprocess.run(
         [
             "wrk",

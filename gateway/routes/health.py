@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from gateway.persistence.db import ping
 from gateway.services import services_of
@@ -41,7 +42,15 @@ def _report(request: Request[Any, Any, Any], checks: dict[str, str]) -> Response
     return Response(body, status_code=200 if healthy else 503, headers={"Cache-Control": "no-store"})
 
 
-@get("/api/health", operation_id="health", tags=["health"], summary="Service status for people and probes")
+@get(
+    "/api/health",
+    operation_id="health",
+    tags=["health"],
+    summary="Service status for people and probes",
+    # `[{}]` is OpenAPI for "no credentials": it overrides the document-wide bearer requirement.
+    security=[{}],
+    responses={503: ResponseSpec(Health, description="Not ready: `checks` names what is failing.")},
+)
 async def health(request: Request[Any, Any, Any]) -> Response[Health]:
     return _report(request, await _checks(request))
 

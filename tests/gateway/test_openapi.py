@@ -60,3 +60,12 @@ async def test_probes_and_metrics_stay_out_of_the_api_document(gateway: Gateway)
     assert "/api/health/ready" not in paths
     assert "/metrics" not in paths
     assert "/api/health" in paths
+
+
+async def test_public_health_needs_no_credentials_and_documents_503(gateway: Gateway) -> None:
+    """`/api/health` is documented as public, with its 503 body, unlike the bearer-protected API."""
+    document = (await gateway.client.get("/schema/openapi.json")).json()
+    operation = document["paths"]["/api/health"]["get"]
+    assert operation["security"] == [{}]
+    assert "503" in operation["responses"]
+    assert document["paths"]["/api/session/start"]["post"].get("security", document["security"]) != []

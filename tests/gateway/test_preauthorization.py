@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 
 from authz.graph import GraphClient, GraphTokenProvider
@@ -15,6 +15,8 @@ from authz.preauth import GraphPreAuthorizer
 from config import GraphCredential
 from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
 from tests.gateway.test_session_start import assert_error
+from tests.support.asgi import RawRequest, all_at_once
+from tests.support.attacks import bearer
 from tests.support.entra import SERVICE_CLIENT_ID, SPA_CLIENT_ID, make_settings
 from tests.support.graph import (
     GRAPH_URL,
@@ -143,8 +145,15 @@ async def test_graph_outage_without_cached_answer_fails_closed(enforcing: Enforc
 async def test_concurrent_starts_make_one_graph_call(enforcing: Enforcing) -> None:
     """Twenty simultaneous session starts for an uncached agent share one Graph lookup."""
     enforcing.graph.put(application(AGENT_ID, preauthorized={SPA_CLIENT_ID: [SCOPE_ID]}))
-    responses = await asyncio.gather(*(enforcing.gateway.start() for _ in range(20)))
-    assert [r.status_code for r in responses] == [200] * 20
+    gateway = enforcing.gateway
+    body = orjson.dumps({"agent_entra_app_id": AGENT_ID})
+    requests = [
+        RawRequest("POST", "/api/session/start", bearer(gateway.entra.mint_user_token()), body)
+        for _ in range(20)
+    ]
+    # Truly concurrent on the app's loop: the test client alone would serve them one after another.
+    responses = all_at_once(gateway.client.blocking_portal, gateway.app, requests)
+    assert [r.status for r in responses] == [200] * 20
     assert enforcing.graph.calls == 1
 
 
