@@ -22,13 +22,17 @@ def verify_python(token: str, key: str = API_KEY, secret: str = API_SECRET) -> a
 
 def verify_node(tokens: list[str], key: str = API_KEY, secret: str = API_SECRET) -> list[dict[str, Any]]:
     """Verify with the Node SDK in one process; each answer is {"claims": ...} or {"error": code}."""
+    return run_node_script("verify-token.mjs", [{"token": t, "key": key, "secret": secret} for t in tokens])
+
+
+def run_node_script(script: str, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run one of tests/node's scripts: a JSON request per stdin line, a JSON answer per stdout line."""
     node = shutil.which("node")
-    assert node, "node is required for the Node verifier"
+    assert node, "node is required for the official LiveKit JS SDK"
     assert (NODE_DIR / "node_modules" / "livekit-server-sdk").is_dir(), "run: npm ci --prefix tests/node"
-    requests = "".join(json.dumps({"token": t, "key": key, "secret": secret}) + "\n" for t in tokens)
     result = subprocess.run(
-        [node, str(NODE_DIR / "verify-token.mjs")],
-        input=requests,
+        [node, str(NODE_DIR / script)],
+        input="".join(json.dumps(request) + "\n" for request in requests),
         capture_output=True,
         text=True,
         check=True,

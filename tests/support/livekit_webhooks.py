@@ -10,9 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
-import json
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +19,7 @@ from google.protobuf.json_format import MessageToJson
 from livekit.protocol.models import ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 
-from tests.support.livekit import API_KEY, API_SECRET, NODE_DIR
+from tests.support.livekit import API_KEY, API_SECRET, run_node_script
 
 CONTENT_TYPE = "application/webhook+json"
 TOKEN_TTL_SECONDS = 5 * 60
@@ -83,22 +80,10 @@ def verify_node(
     webhooks: list[SignedWebhook], key: str = API_KEY, secret: str = API_SECRET
 ) -> list[dict[str, Any]]:
     """Receive with the Node SDK's WebhookReceiver; each answer is {"event": ...} or {"error": message}."""
-    node = shutil.which("node")
-    assert node, "node is required for the Node receiver"
-    assert (NODE_DIR / "node_modules" / "livekit-server-sdk").is_dir(), "run: npm ci --prefix tests/node"
-    requests = "".join(
-        json.dumps(
+    return run_node_script(
+        "verify-webhook.mjs",
+        [
             {"body": hook.body.decode(), "authorization": hook.authorization, "key": key, "secret": secret}
-        )
-        + "\n"
-        for hook in webhooks
+            for hook in webhooks
+        ],
     )
-    result = subprocess.run(
-        [node, str(NODE_DIR / "verify-webhook.mjs")],
-        input=requests,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return [json.loads(line) for line in result.stdout.splitlines()]
