@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -22,3 +23,8 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+def utc_now(clock: Clock) -> datetime:
+    """The clock's wall time as an aware UTC datetime (what the database columns store)."""
+    return datetime.fromtimestamp(clock.now(), UTC)

@@ -15,7 +15,7 @@ from typing import Protocol
 from authz.caller import Caller
 from authz.clock import Clock
 from authz.errors import AuthUnavailable
-from gateway.errors import ApiError, database_unavailable
+from gateway.errors import ApiError, database_errors
 from gateway.livekit_tokens import LiveKitMinter
 from gateway.observability.context import RequestContext
 from gateway.persistence.agents import AgentRegistry
@@ -84,10 +84,8 @@ class SessionStarter:
                     f"retry after {retry_after_header(wait)} s.",
                     headers={"Retry-After": retry_after_header(wait)},
                 )
-        try:
+        with database_errors("The agent registry could not be read; retry shortly."):
             agent = await self._registry.active(agent_app_id)
-        except Exception as exc:
-            raise database_unavailable("The agent registry could not be read; retry shortly.", exc) from exc
         if agent is None:
             raise ApiError(
                 404,
@@ -120,7 +118,8 @@ class SessionStarter:
             agent_metadata=agent_metadata,
             ttl_seconds=self._ttl,
         )
-        try:
+        # The token is dropped unsent if this fails: no session is handed out without its audit row.
+        with database_errors("The session could not be recorded, so no token was issued; retry shortly."):
             await self._writer.record(
                 SessionRecord(
                     id=str(uuid.uuid4()),
@@ -137,10 +136,5 @@ class SessionStarter:
                     request_id=ctx.request_id,
                 )
             )
-        except Exception as exc:
-            # The token is dropped unsent: no session is handed out without its audit row.
-            raise database_unavailable(
-                "The session could not be recorded, so no token was issued; retry shortly.", exc
-            ) from exc
         ctx.fields["room"] = room
         return StartedSession(room, token.jwt, identity, token.expires_at)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, exists, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from authz.clock import Clock
+from authz.clock import Clock, utc_now
 from gateway.persistence.tables import agent_registrations as t
 from gateway.persistence.tables import agent_revocations
 
@@ -67,15 +67,12 @@ class AgentRegistry:
         self._cache: dict[str, tuple[float, ActiveAgent | None]] = {}
         self._inflight: dict[str, asyncio.Future[ActiveAgent | None]] = {}
 
-    def _utcnow(self) -> datetime:
-        return datetime.fromtimestamp(self._clock.now(), UTC)
-
     async def active(self, agent_app_id: str) -> ActiveAgent | None:
         """The registration in force for this agent (the most recent active one), or None."""
         cached = self._cache.get(agent_app_id)
         if cached is not None and cached[0] > self._clock.monotonic():
             agent = cached[1]
-            if agent is None or agent.expires_at > self._utcnow():
+            if agent is None or agent.expires_at > utc_now(self._clock):
                 return agent
         pending = self._inflight.get(agent_app_id)
         if pending is not None:
@@ -102,7 +99,7 @@ class AgentRegistry:
             .where(
                 t.c.agent_app_id == agent_app_id,
                 t.c.revoked.is_(False),
-                t.c.expires_at > self._utcnow(),
+                t.c.expires_at > utc_now(self._clock),
                 # Also covers a registration that raced the revocation (see `register`).
                 ~_revoked(agent_app_id),
             )
@@ -129,7 +126,7 @@ class AgentRegistry:
         `expires_at` is the agent token's `exp`: the registration lives exactly as long as the token.
         Raises AgentRevoked, writing nothing, if the agent is revoked when the row would be inserted.
         """
-        issued_at = self._utcnow()
+        issued_at = utc_now(self._clock)
         registration = Registration(
             id=str(uuid.uuid4()),
             agent_app_id=new.agent_app_id,

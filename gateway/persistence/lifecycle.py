@@ -7,14 +7,14 @@ agent-join times, so events applied in any order, or more than once, leave the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 from sqlalchemy import ColumnElement, Update, case, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from authz.clock import Clock
+from authz.clock import Clock, utc_now
 from gateway.persistence.dialect import upsert_insert
 from gateway.persistence.sessions import SessionRecord
 from gateway.persistence.tables import UtcDateTime, session_events, sessions
@@ -129,7 +129,7 @@ class SessionLifecycle:
 
     async def end(self, room_name: str, ended_by: str) -> SessionState | None:
         """Mark the session ended now (unless it already is) and return it as it then stands."""
-        now = datetime.fromtimestamp(self._clock.now(), UTC)
+        now = utc_now(self._clock)
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(sessions)

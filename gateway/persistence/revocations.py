@@ -8,12 +8,12 @@ registrations are marked so each row tells its own story.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from authz.clock import Clock
+from authz.clock import Clock, utc_now
 from gateway.persistence.audit import AdminAction, audit_insert
 from gateway.persistence.dialect import upsert_insert
 from gateway.persistence.tables import agent_registrations, agent_revocations
@@ -38,7 +38,7 @@ class AgentRevocations:
     ) -> tuple[Revocation, int]:
         """Revoke the agent (again: the latest administrator and reason win); returns the revocation and
         how many unexpired registrations it revoked."""
-        now = datetime.fromtimestamp(self._clock.now(), UTC)
+        now = utc_now(self._clock)
         revocation = Revocation(agent_app_id, now, audit.actor.object_id, audit.actor.client_app_id, reason)
         fields = {
             "revoked_at": now,
@@ -69,7 +69,7 @@ class AgentRevocations:
     async def unrevoke(self, agent_app_id: str, audit: AdminAction) -> bool:
         """Lift the agent-level block (its revoked registrations stay revoked: the agent registers anew).
         Returns whether the agent was revoked."""
-        now = datetime.fromtimestamp(self._clock.now(), UTC)
+        now = utc_now(self._clock)
         async with self._engine.begin() as conn:
             deleted = await conn.execute(
                 delete(agent_revocations).where(agent_revocations.c.agent_app_id == agent_app_id)

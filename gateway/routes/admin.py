@@ -4,13 +4,13 @@ a session, and agent revocation. Callers need an admin app role (LKPS_ADMIN_ROLE
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, delete, get, post
 from litestar.params import Parameter
 
+from authz.clock import utc_now
 from config.settings import is_guid
 from gateway.admin_filters import MAX_LIMIT, STATUSES, encode_cursor, session_query
 from gateway.admin_schemas import (
@@ -30,7 +30,7 @@ from gateway.observability.context import context_of
 from gateway.openapi import documented_body, error_responses
 from gateway.persistence.audit import AdminAction, record
 from gateway.schemas import SessionEndResponse, decode_body
-from gateway.services import Services, services_of
+from gateway.services import services_of
 from gateway.session_end import session_not_found
 
 _Request = Request[Any, Any, Any]
@@ -46,10 +46,6 @@ class UnrevokeResult(msgspec.Struct):
     was_revoked: bool
 
 
-def _now(services: Services) -> datetime:
-    return datetime.fromtimestamp(services.clock.now(), UTC)
-
-
 def _action(request: _Request, action: str, target: str, **details: Any) -> AdminAction:
     return AdminAction(caller_of(request), action, target, context_of(request.scope).request_id, details)
 
@@ -57,7 +53,7 @@ def _action(request: _Request, action: str, target: str, **details: Any) -> Admi
 async def _audit(request: _Request, action: str, target: str, **details: Any) -> None:
     """Record an admin call that has no transaction of its own; if that fails the call fails (503)."""
     services = services_of(request)
-    await record(services.engine, _action(request, action, target, **details), _now(services))
+    await record(services.engine, _action(request, action, target, **details), utc_now(services.clock))
 
 
 def _agent_id(app_id: str) -> str:
@@ -78,7 +74,7 @@ async def list_agents(request: _Request) -> AgentList:
     with database_errors("The agents could not be read; retry shortly."):
         agents = await services.admin.agents()
         await _audit(request, "list_agents", "agents")
-    now = _now(services)
+    now = utc_now(services.clock)
     return AgentList(agents=[agent_view(agent, now) for agent in agents])
 
 

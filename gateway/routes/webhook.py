@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, post
 
+from authz.clock import utc_now
 from gateway.errors import ApiError, database_errors
 from gateway.livekit_webhooks import lifecycle_event
 from gateway.observability.context import context_of
@@ -55,7 +55,7 @@ async def livekit_webhook(request: Request[Any, Any, Any]) -> WebhookAck:
     body = await request.body()
     event = services.webhooks.verify(body, request.headers.get("authorization"))
     ctx.fields.update(webhook_event=event.event, webhook_id=event.id)
-    record = lifecycle_event(event, body, datetime.fromtimestamp(services.clock.now(), UTC))
+    record = lifecycle_event(event, body, utc_now(services.clock))
     if record is None:
         return WebhookAck(status="ignored")
     ctx.fields["room"] = record.room_name
