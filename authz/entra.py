@@ -79,6 +79,11 @@ class EntraValidator:
         return max(age for age in ages if age is not None) if None not in ages else None
 
     @property
+    def refresh_count(self) -> int:
+        """Key-set refresh attempts since start, over every version (for the JWKS-refresh metric)."""
+        return sum(keys.refresh_count for keys in self._keys.values())
+
+    @property
     def key_caches(self) -> Mapping[str, JwksCache]:
         """The key cache of each accepted token version ("2.0", and "1.0" when enabled), for health checks."""
         return dict(self._keys)

@@ -35,7 +35,9 @@ class Metrics:
             "lkps_token_rejections", "Entra access tokens refused, by reason.", ["reason"], registry=r
         )
         self.jwks_age = Gauge("lkps_jwks_age_seconds", "Age of the signing keys in use.", registry=r)
-        self.jwks_refreshes = Gauge("lkps_jwks_refreshes", "JWKS refreshes since start.", registry=r)
+        self.jwks_refreshes = Gauge(
+            "lkps_jwks_refreshes", "JWKS refresh attempts since start (successful or not).", registry=r
+        )
         self.db_batch_size = Histogram(
             "lkps_session_write_batch_size",
             "Session rows committed per group commit.",

@@ -13,8 +13,9 @@ from gateway.services import services_of
 @get("/metrics", include_in_schema=False)
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request)
-    keys = services.validator
-    age = getattr(keys, "age_seconds", None)
+    # Key-cache state is read at scrape time rather than pushed on every refresh.
+    age = services.validator.age_seconds
     if age is not None:
         services.metrics.jwks_age.set(age)
+    services.metrics.jwks_refreshes.set(services.validator.refresh_count)
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

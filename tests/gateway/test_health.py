@@ -52,4 +52,6 @@ async def test_metrics_are_exposed(gateway: Gateway) -> None:
     await gateway.start()
     text = (await gateway.client.get("/metrics")).text
     assert "lkps_http_requests_total" in text
+    assert "lkps_jwks_age_seconds " in text
+    assert "lkps_jwks_refreshes 1.0" in text  # the load at start
     assert 'lkps_outcomes_total{outcome="agent_not_connected",route="/api/session/start"} 1.0' in text
