@@ -102,6 +102,14 @@ def rss_kib(pid: int) -> int:
     raise ValueError(f"no VmRSS for {pid}")
 
 
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time of a process (or one of its threads), from /proc (Linux)."""
+    path = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    # Fields 14 and 15 are utime and stime in clock ticks; the rsplit skips the command name (field 2).
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -136,6 +144,12 @@ class Server:
 
     def worker_rss_kib(self) -> int:
         return rss_kib(self.worker_pid())
+
+    def worker_cpu_seconds(self) -> tuple[float, float]:
+        """CPU time of the worker: the whole process (with granian's I/O threads) and its main thread,
+        the one that runs the event loop and all the Python code."""
+        pid = self.worker_pid()
+        return cpu_seconds(pid), cpu_seconds(pid, pid)
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown hook, no flush, as a node failure would."""

@@ -2,11 +2,14 @@
 
 The server is the real `lkps serve`, validating real RS256 tokens against the embedded dev issuer's JWKS
 (over HTTPS), with a registered agent, writing a session row per 200. Two token modes: one token reused
-by every request (what an SPA or backend does for an hour) and a pool of distinct tokens, so the
+by every request (what an SPA or backend does for an hour) and a pool of distinct tokens; with
+`--verified-token-cache-size 0` every request verifies its RS256 signature and claims, so the
 verified-token cache is not the only thing that makes it fast. After each run the session rows are
-counted against wrk's 2xx count: every 200 must have its row.
+counted against wrk's 2xx count: every 200 must have its row. It also reports the worker's CPU time per
+request, which varies far less between machines and runs than requests/s does.
 
     python bench/session_start.py --db sqlite --tokens 1 --tokens 5000 --duration 10
+    python bench/session_start.py --db postgres --tokens 5000 --verified-token-cache-size 0
     python bench/session_start.py --db postgres --postgres-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 """
 
@@ -84,10 +87,16 @@ def main() -> None:
     parser.add_argument("--synchronous-commit", choices=["on", "off"], default="on")
     parser.add_argument("--tokens", type=int, action="append", help="distinct tokens per run (repeatable)")
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    # Long enough for every one of 5,000 rotating tokens to be verified once before the measured run.
+    parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
         "--rate-limit-per-minute", type=int, default=0, help="lkps's per-client limit (0: off, the default)"
+    )
+    parser.add_argument(
+        "--verified-token-cache-size",
+        type=int,
+        help="lkps's verified-token cache (0: off, so every request verifies RS256; default: lkps's default)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -95,12 +104,15 @@ def main() -> None:
         raise SystemExit("wrk is required: apt-get install -y wrk")
 
     work = Path(tempfile.mkdtemp(prefix="lkps-bench-"))
+    extra_env = {"LKPS_RATE_LIMIT_PER_MINUTE": str(args.rate_limit_per_minute)}
+    if args.verified_token_cache_size is not None:
+        extra_env["LKPS_VERIFIED_TOKEN_CACHE_SIZE"] = str(args.verified_token_cache_size)
     deployment = Deployment.create(
         work,
         args.db,
         args.postgres_url,
         synchronous_commit=args.synchronous_commit,
-        extra_env={"LKPS_RATE_LIMIT_PER_MINUTE": str(args.rate_limit_per_minute)},
+        extra_env=extra_env,
     )
     # LKPS_BENCH_SERVER replaces the server command (the port is appended) to compare server settings.
     command = os.environ.get("LKPS_BENCH_SERVER", "").split() or None
@@ -114,20 +126,36 @@ def main() -> None:
                 script.write_text(LUA % {"tokens": tokens, "agent": deployment.agent})
                 run_wrk(server.port, script, args.warmup, args.connections)
                 before = asyncio.run(count_rows(deployment.database_url))
+                cpu_before = server.worker_cpu_seconds()
                 result = run_wrk(server.port, script, args.duration, args.connections)
+                cpu_after = server.worker_cpu_seconds()
                 stored = asyncio.run(count_rows(deployment.database_url)) - before
                 ok = result["requests"] - result["non_2xx"] - result["socket_errors"]
+                worker_us, loop_us = (
+                    1e6 * (after - before) / result["requests"]
+                    for after, before in zip(cpu_after, cpu_before, strict=True)
+                )
                 label = (
                     args.db
                     if args.db == "sqlite"
                     else f"postgres (synchronous_commit={args.synchronous_commit})"
                 )
-                result |= {"db": label, "distinct_tokens": count, "rows_written": stored, "ok_responses": ok}
+                cache = "off" if args.verified_token_cache_size == 0 else "on"
+                result |= {
+                    "db": label,
+                    "distinct_tokens": count,
+                    "verified_token_cache": cache,
+                    "rows_written": stored,
+                    "ok_responses": ok,
+                    "worker_cpu_us_per_request": round(worker_us),
+                    "event_loop_cpu_us_per_request": round(loop_us),
+                }
                 results.append(result)
                 print(
-                    f"{label:38s} tokens={count:<6d} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
+                    f"{label:38s} tokens={count:<6d} cache {cache:3s} {result['rps']:8.0f} req/s  "
+                    f"p50 {result['p50_ms']:6.2f} ms  "
                     f"p99 {result['p99_ms']:6.2f} ms  max {result['max_ms']:7.2f} ms  non-2xx {result['non_2xx']}  "
-                    f"rows {stored} / 200s {ok}",
+                    f"rows {stored} / 200s {ok}  CPU/request: worker {worker_us:.0f} µs, event loop {loop_us:.0f} µs",
                     flush=True,
                 )
     finally:

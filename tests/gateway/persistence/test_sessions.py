@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from dataclasses import asdict, fields, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -18,6 +19,7 @@ from gateway.persistence.tables import sessions
 from tests.support.db import unreachable
 
 pytestmark = pytest.mark.anyio
+_FIELDS = [field.name for field in fields(SessionRecord)]
 
 
 def _record(room: str | None = None) -> SessionRecord:
@@ -56,6 +58,31 @@ async def test_record_returns_after_the_row_is_committed(engine: AsyncEngine) ->
     await writer.record(_record("room-a"))
     assert await _count(engine) == 1
     await writer.aclose()
+
+
+async def test_a_stored_row_reads_back_exactly(engine: AsyncEngine) -> None:
+    """Every field reads back equal to the record (microseconds, quotes, backslashes, non-ASCII included),
+    and the lifecycle columns take their defaults."""
+    created = datetime(2026, 11, 23, 2, 4, 3, 123456, tzinfo=UTC)
+    record = replace(
+        _record('room-"quoted"-\\back-é'),
+        participant_identity='app-"x"\\ü',
+        created_at=created,
+        token_expires_at=created + timedelta(seconds=600, microseconds=1),
+        request_id="req:1.2_3-4",
+    )
+    writer = SessionWriter(engine, Metrics())
+    await writer.record(record)
+    await writer.aclose()
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(sessions))).mappings().one()
+    assert {name: row[name] for name in _FIELDS} == asdict(record)
+    assert (row["status"], row["started_at"], row["ended_at"], row["ended_by"]) == (
+        "issued",
+        None,
+        None,
+        None,
+    )
 
 
 async def test_concurrent_records_share_transactions(engine: AsyncEngine) -> None:
