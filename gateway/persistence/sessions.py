@@ -7,7 +7,9 @@ never recompiled, and one round trip instead of BEGIN / INSERT / COMMIT, which m
 await on a busy event loop waits a full loop turn. The rows travel as one JSON parameter encoded by
 msgspec, which costs half the client CPU of one array parameter per column (asyncpg inspects every array
 element) and lets PostgreSQL convert each value by the table's own column types. Up to `max_inflight`
-batches commit at once on separate connections, so the database also groups their WAL flushes. SQLite
+batches commit at once, each in a lane of its own, so the database also groups their WAL flushes. A lane
+commits batch after batch on one connection while rows are waiting and returns it to the pool when the
+queue is empty: a pool checkout and check-in cost about as much client CPU as the INSERT itself. SQLite
 (one writer, no network) takes an executemany in one transaction.
 
 A request answers 200 only after its row is committed; if a batch fails, every request of that batch
@@ -17,6 +19,7 @@ fails and no row of it exists, so an acknowledged session is never lost and a re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -26,7 +29,7 @@ import msgspec
 import structlog
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.observability.metrics import Metrics
 from gateway.persistence.tables import sessions
@@ -70,6 +73,35 @@ def _postgres_insert() -> str:
 _Pending = tuple[SessionRecord, "asyncio.Future[None]"]
 
 
+class _Lane:
+    """The PostgreSQL connection one lane of the writer keeps while it has batches to commit."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+
+    async def execute(self, statement: str, rows: bytes) -> None:
+        conn = self._conn or await self._engine.connect()
+        self._conn = None
+        try:
+            raw = await conn.get_raw_connection()
+            # asyncpg caches the prepared statement per connection; outside a transaction it autocommits.
+            await raw.driver_connection.execute(statement, rows.decode())  # type: ignore[union-attr]
+        except BaseException:
+            # After a failed statement (or a broken socket) its state is unknown: it is never reused, and
+            # cleaning it up must not replace the error the batch's requests are waiting for.
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+                await conn.close()
+            raise
+        self._conn = conn
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+
 class SessionWriter:
     def __init__(
         self, engine: AsyncEngine, metrics: Metrics, max_batch: int = 256, max_inflight: int = 2
@@ -82,7 +114,7 @@ class SessionWriter:
         # SQLite has one writer: concurrent batches would only queue on its lock.
         self._max_inflight = max_inflight if self._postgres else 1
         self._pending: list[_Pending] = []
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._lanes: set[asyncio.Task[None]] = set()
         self._closing = False
 
     async def record(self, row: SessionRecord) -> None:
@@ -98,32 +130,42 @@ class SessionWriter:
     async def aclose(self) -> None:
         """Commit what is queued, then stop accepting rows."""
         self._closing = True
-        while self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        while self._lanes:
+            await asyncio.gather(*self._lanes, return_exceptions=True)
 
     def _flush(self) -> None:
-        while self._pending and len(self._inflight) < self._max_inflight:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            task = asyncio.get_running_loop().create_task(self._commit_batch(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._batch_done)
+        # A busy lane takes the waiting rows itself when its batch is committed; a new lane starts only
+        # while fewer than `max_inflight` are running.
+        while self._pending and len(self._lanes) < self._max_inflight:
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._lanes.add(task)
+            task.add_done_callback(self._lane_done)
 
-    def _batch_done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._flush()
+    def _lane_done(self, task: asyncio.Task[None]) -> None:
+        self._lanes.discard(task)
+        self._flush()  # rows that arrived while the lane was giving its connection back
 
-    async def _commit_batch(self, batch: list[_Pending]) -> None:
+    async def _drain(self) -> None:
+        lane = _Lane(self._engine)
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._commit_batch(batch, lane)
+        finally:
+            await lane.release()
+
+    async def _commit_batch(self, batch: list[_Pending], lane: _Lane) -> None:
         started = time.perf_counter()
         try:
-            await self._insert([row for row, _ in batch])
+            await self._insert([row for row, _ in batch], lane)
         except _CONFLICT:
             if len(batch) == 1:
                 _settle(batch, RuntimeError("session row conflicts with an existing one"))
                 return
             # One conflicting row (a duplicate room name) must not fail its neighbours: retry one by one.
             for item in batch:
-                await self._commit_batch([item])
+                await self._commit_batch([item], lane)
             return
         except Exception as exc:
             log.warning("session_batch_failed", rows=len(batch), error=type(exc).__name__)
@@ -133,19 +175,14 @@ class SessionWriter:
         self._metrics.db_commit_latency.observe(time.perf_counter() - started)
         _settle(batch, None)
 
-    async def _insert(self, rows: list[SessionRecord]) -> None:
+    async def _insert(self, rows: list[SessionRecord], lane: _Lane) -> None:
         if self._statement is None:
             async with self._engine.begin() as conn:
                 await conn.execute(
                     insert(sessions), [{name: getattr(row, name) for name in _FIELDS} for row in rows]
                 )
             return
-        async with self._engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            # asyncpg caches the prepared statement per connection; outside a transaction it autocommits.
-            await raw.driver_connection.execute(  # type: ignore[union-attr]
-                self._statement, _encode_rows(rows).decode()
-            )
+        await lane.execute(self._statement, _encode_rows(rows))
 
 
 def _settle(batch: list[_Pending], error: BaseException | None) -> None:

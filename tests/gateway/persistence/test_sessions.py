@@ -9,7 +9,7 @@ from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.observability.metrics import Metrics
@@ -94,6 +94,30 @@ async def test_concurrent_records_share_transactions(engine: AsyncEngine) -> Non
     batches = metrics.registry.get_sample_value("lkps_session_write_batch_size_count")
     assert batches is not None
     assert batches < 200
+    await writer.aclose()
+
+
+async def test_a_busy_writer_keeps_its_connections_and_an_idle_one_holds_none(engine: AsyncEngine) -> None:
+    """While rows keep waiting, each lane commits batch after batch on one pooled connection; once the
+    queue is empty every connection is back in the pool."""
+    checkouts = 0
+
+    def count_checkout(*_: object) -> None:
+        nonlocal checkouts
+        checkouts += 1
+
+    event.listen(engine.sync_engine, "checkout", count_checkout)
+    metrics = Metrics()
+    writer = SessionWriter(engine, metrics, max_batch=8, max_inflight=2)
+    await asyncio.gather(*(writer.record(_record()) for _ in range(200)))
+    batches = metrics.registry.get_sample_value("lkps_session_write_batch_size_count")
+    assert batches is not None
+    assert batches >= 25
+    if engine.dialect.name == "postgresql":
+        assert checkouts <= 2
+    async with asyncio.timeout(5):
+        while engine.pool.checkedout():  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool has no awaitable signal
+            await asyncio.sleep(0.01)
     await writer.aclose()
 
 
