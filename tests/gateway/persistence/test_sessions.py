@@ -98,8 +98,8 @@ async def test_concurrent_records_share_transactions(engine: AsyncEngine) -> Non
 
 
 async def test_a_busy_writer_keeps_its_connections_and_an_idle_one_holds_none(engine: AsyncEngine) -> None:
-    """While rows keep waiting, each lane commits batch after batch on one pooled connection; once the
-    queue is empty every connection is back in the pool."""
+    """On PostgreSQL each lane commits batch after batch on one pooled connection while rows keep waiting;
+    on both backends every connection is back in the pool once the queue is empty."""
     checkouts = 0
 
     def count_checkout(*_: object) -> None:
