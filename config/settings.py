@@ -78,6 +78,7 @@ class Settings:
     agent_cache_ttl_seconds: float = 1.0
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     database_pool_size: int = 10
+    database_pool_timeout_seconds: float = 5.0
     session_batch_max: int = 256
     graph: GraphCredential | None = None
     graph_url: str = DEFAULT_GRAPH_URL
@@ -331,6 +332,9 @@ class _Parser:
             agent_cache_ttl_seconds=self.number("LKPS_AGENT_CACHE_TTL_SECONDS", 1.0, float, 0, 60),
             database_url=database_url,
             database_pool_size=self.number("LKPS_DATABASE_POOL_SIZE", 10, int, 1, 200),
+            database_pool_timeout_seconds=self.number(
+                "LKPS_DATABASE_POOL_TIMEOUT_SECONDS", 5.0, float, 0.1, 60
+            ),
             session_batch_max=self.number("LKPS_SESSION_BATCH_MAX", 256, int, 1, 5000),
             graph=graph,
             graph_url=self.https_url("LKPS_GRAPH_URL", DEFAULT_GRAPH_URL),

@@ -105,7 +105,9 @@ def build_services(
         http = build_http_client(settings)
         owned.append(http.aclose)
     if engine is None:
-        engine = create_engine(settings.database_url, settings.database_pool_size)
+        engine = create_engine(
+            settings.database_url, settings.database_pool_size, settings.database_pool_timeout_seconds
+        )
         owned.append(engine.dispose)
     metrics = Metrics()
     if authorizer is None:

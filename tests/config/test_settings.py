@@ -47,6 +47,13 @@ class TestValidConfiguration:
         assert settings.graph is None
         assert settings.database_url.startswith("sqlite+aiosqlite://")
 
+    def test_database_pool_size_and_wait_are_typed_with_defaults(self) -> None:
+        """The pool holds 10 connections and a request waits up to 5 s for one, unless configured."""
+        defaults = Settings.from_env(env())
+        assert (defaults.database_pool_size, defaults.database_pool_timeout_seconds) == (10, 5.0)
+        tuned = Settings.from_env(env(LKPS_DATABASE_POOL_SIZE="40", LKPS_DATABASE_POOL_TIMEOUT_SECONDS="1.5"))
+        assert (tuned.database_pool_size, tuned.database_pool_timeout_seconds) == (40, 1.5)
+
     def test_secret_values_never_appear_in_repr(self) -> None:
         """The LiveKit secret and database URL are kept out of the settings' repr (and so out of logs)."""
         settings = Settings.from_env(env(LKPS_DATABASE_URL="postgresql+asyncpg://u:pw@db/lkps"))
@@ -142,6 +149,8 @@ class TestRefusedConfiguration:
             ("LKPS_USER_ID_CLAIMS", "bad claim", "invalid value"),
             ("LKPS_ENTRA_CA_BUNDLE", "/nonexistent/ca.pem", "not a readable file"),
             ("LKPS_LOG_FORMAT", "xml", "must be json or console"),
+            ("LKPS_DATABASE_POOL_TIMEOUT_SECONDS", "0", "out of range"),
+            ("LKPS_DATABASE_POOL_TIMEOUT_SECONDS", "soon", "is not a number"),
             ("LKPS_CORS_ALLOWED_ORIGINS", "https://app.example.com, *", "wildcards are not allowed"),
             ("LKPS_CORS_ALLOWED_ORIGINS", "https://*.example.com", "wildcards are not allowed"),
             ("LKPS_CORS_ALLOWED_ORIGINS", "https://app.example.com/spa", "is not an origin"),

@@ -28,7 +28,9 @@ from tests.support.db import (
 
 pytestmark = pytest.mark.anyio
 
-POOL_TIMEOUT = 5.0  # gateway/persistence/db.py: how long a request waits for a pooled connection
+# LKPS_DATABASE_POOL_TIMEOUT_SECONDS in these drills: short of the default 5 s, so the wait shows the
+# setting is applied, and past readiness's own 2 s bound, so the two cannot be confused.
+POOL_TIMEOUT = 3.5
 needs_postgres = pytest.mark.skipif(POSTGRES_SERVER is None, reason="needs LKPS_TEST_POSTGRES_URL")
 
 
@@ -94,7 +96,7 @@ async def test_database_down_mid_run_is_503_without_partial_rows_and_recovers_by
     """PostgreSQL refusing connections and dropping the open ones mid-run: session starts and registrations
     get 503 database_unavailable promptly, readiness names the database, no refused request leaves a row;
     when the database is back the same process serves again, and every 200 has exactly one row."""
-    async for gateway in running_gateway(own_postgres):
+    async for gateway in running_gateway(own_postgres, database_pool_timeout_seconds=POOL_TIMEOUT):
         await gateway.register_agent()
         answered = {f"before-{i}": await start(gateway, f"before-{i}") for i in range(3)}
         assert {r.status_code for r in answered.values()} == {200}
@@ -149,7 +151,12 @@ def release(gateway: Gateway, held: list[AsyncConnection]) -> None:
 
 @pytest.fixture
 async def small_pool(drill_database: str) -> AsyncIterator[Gateway]:
-    async for gateway in running_gateway(drill_database, database_pool_size=2, agent_cache_ttl_seconds=0):
+    async for gateway in running_gateway(
+        drill_database,
+        database_pool_size=2,
+        database_pool_timeout_seconds=POOL_TIMEOUT,
+        agent_cache_ttl_seconds=0,
+    ):
         await gateway.register_agent()
         yield gateway
 
@@ -181,7 +188,7 @@ async def test_pool_exhaustion_waits_the_pool_timeout_then_answers_503_and_recov
             body = assert_error_shape(response, 503, "database_unavailable")
             assert "retry" in body["message"]
             assert int(response.headers["retry-after"]) >= 1
-        assert POOL_TIMEOUT - 0.5 <= waited < POOL_TIMEOUT + 3  # they waited together, once
+        assert POOL_TIMEOUT - 0.5 <= waited < POOL_TIMEOUT + 1.4  # together, once, not the default 5 s
     finally:
         release(gateway, held)
     assert (await start(gateway, "recovered")).status_code == 200
