@@ -34,8 +34,9 @@ from authz.loopback_tls import issue_loopback_tls
 
 _DEV_NAMESPACE = uuid.UUID("6b1d3a52-5a43-4b5e-9f0a-6c6b7073a1d1")  # stable ids across restarts
 TOKEN_LIFETIME_SECONDS = 3600
-DEMO_AGENT = "demo agent"  # the descriptions `DevState.client` finds the two demo applications by
+DEMO_AGENT = "demo agent"  # the descriptions `DevState.client` finds the demo applications by
 DEMO_BACKEND = "demo backend service"
+DEMO_OPERATOR = "demo operator"  # holds the admin role, for the admin API
 
 
 @dataclass
@@ -60,6 +61,7 @@ class DevIdentity:
     livekit_api_key: str
     livekit_api_secret: str
     clients: dict[str, DevClient] = field(default_factory=dict)
+    admin_role: str = "Lkps.Admin"
 
     @property
     def audiences(self) -> tuple[str, str]:
@@ -96,26 +98,14 @@ class DevState:
         if path.exists():
             raw = json.loads(path.read_text())
             raw["clients"] = {k: DevClient(**v) for k, v in raw["clients"].items()}
-            return DevIdentity(**raw)
-        agent_id = str(uuid.uuid5(_DEV_NAMESPACE, "demo-agent"))
-        client_id = str(uuid.uuid5(_DEV_NAMESPACE, "demo-backend"))
-        identity = DevIdentity(
-            tenant_id=str(uuid.uuid5(_DEV_NAMESPACE, "tenant")),
-            api_app_id=str(uuid.uuid5(_DEV_NAMESPACE, "lkps-api")),
-            api_uri="api://lkps-dev",
-            spa_client_id=str(uuid.uuid5(_DEV_NAMESPACE, "demo-spa")),
-            user_scope="access_as_user",
-            client_role="Session.Start",
-            agent_role="Agent.Register",
-            livekit_api_key="lkps-dev",
-            livekit_api_secret=base64.urlsafe_b64encode(os.urandom(33)).decode(),
-            clients={
-                client_id: DevClient(client_id, _secret(), ["Session.Start"], DEMO_BACKEND),
-                agent_id: DevClient(agent_id, _secret(), ["Agent.Register"], DEMO_AGENT),
-            },
-        )
-        data = asdict(identity)
-        path.write_text(json.dumps(data, indent=2))
+            identity = DevIdentity(**raw)
+            if any(c.description == DEMO_OPERATOR for c in identity.clients.values()):
+                return identity
+            # A state directory from before the admin API came to dev mode: add its operator once.
+            _add_operator(identity)
+        else:
+            identity = _new_identity()
+        path.write_text(json.dumps(asdict(identity), indent=2))
         path.chmod(0o600)
         return identity
 
@@ -284,6 +274,33 @@ class DevState:
 
 def _oauth_error(code: str, description: str) -> dict[str, Any]:
     return {"error": code, "error_description": description, "error_codes": [], "timestamp": ""}
+
+
+def _new_identity() -> DevIdentity:
+    agent_id = str(uuid.uuid5(_DEV_NAMESPACE, "demo-agent"))
+    client_id = str(uuid.uuid5(_DEV_NAMESPACE, "demo-backend"))
+    identity = DevIdentity(
+        tenant_id=str(uuid.uuid5(_DEV_NAMESPACE, "tenant")),
+        api_app_id=str(uuid.uuid5(_DEV_NAMESPACE, "lkps-api")),
+        api_uri="api://lkps-dev",
+        spa_client_id=str(uuid.uuid5(_DEV_NAMESPACE, "demo-spa")),
+        user_scope="access_as_user",
+        client_role="Session.Start",
+        agent_role="Agent.Register",
+        livekit_api_key="lkps-dev",
+        livekit_api_secret=base64.urlsafe_b64encode(os.urandom(33)).decode(),
+        clients={
+            client_id: DevClient(client_id, _secret(), ["Session.Start"], DEMO_BACKEND),
+            agent_id: DevClient(agent_id, _secret(), ["Agent.Register"], DEMO_AGENT),
+        },
+    )
+    _add_operator(identity)
+    return identity
+
+
+def _add_operator(identity: DevIdentity) -> None:
+    operator_id = str(uuid.uuid5(_DEV_NAMESPACE, "demo-operator"))
+    identity.clients[operator_id] = DevClient(operator_id, _secret(), [identity.admin_role], DEMO_OPERATOR)
 
 
 def _secret() -> str:

@@ -50,8 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     token = dev_commands.add_parser("token", help="print an access token from the dev issuer")
     kind = token.add_mutually_exclusive_group()
     kind.add_argument("--user", default="alice", help="a delegated (SPA) token for this user (default)")
-    kind.add_argument("--app", action="store_true", help="an app-only token of the demo backend service")
-    kind.add_argument("--agent", action="store_true", help="an app-only token of the demo agent")
+    for flag, holder in (
+        ("app", "demo backend service"),
+        ("agent", "demo agent"),
+        ("admin", "demo operator"),
+    ):
+        kind.add_argument(
+            f"--{flag}",
+            dest="kind",
+            action="store_const",
+            const=flag,
+            help=f"an app-only token of the {holder}",
+        )
+    token.set_defaults(kind="user")
     add_client_commands(commands)
 
     args = parser.parse_args(argv)
@@ -66,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dev_command == "token":
         from gateway.dev import mint  # noqa: PLC0415 - dev-only imports stay out of `serve`
 
-        kind_name = "agent" if args.agent else "app" if args.app else "user"
-        print(mint(args.state_dir, kind_name, args.user))  # noqa: T201 - the token is the command's output
+        print(mint(args.state_dir, args.kind, args.user))  # noqa: T201 - the token is the command's output
         return 0
     return _dev(args.port, args.issuer_port, args.state_dir, args.cors_origin)
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from authz.clock import SystemClock
-from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevIssuer, DevState
+from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DEMO_OPERATOR, DevIssuer, DevState
 from gateway.persistence.agents import AgentRegistry, NewRegistration
 from gateway.persistence.db import create_engine
 from gateway.persistence.migrate import upgrade
@@ -39,6 +39,7 @@ def dev_environment(
         "LKPS_CLIENT_SCOPES": identity.user_scope,
         "LKPS_CLIENT_ROLES": identity.client_role,
         "LKPS_AGENT_ROLES": identity.agent_role,
+        "LKPS_ADMIN_ROLES": identity.admin_role,
         # There is no LiveKit server here; this is where `livekit-server --dev` would listen.
         "LKPS_LIVEKIT_URL": "ws://127.0.0.1:7880",
         "LKPS_LIVEKIT_API_KEY": identity.livekit_api_key,
@@ -99,6 +100,9 @@ TOKEN=$(curl -s --cacert {state.ca_path} {token_url} \\
 # 3. Register the demo agent yourself (an agent's app-only token):
 curl -s -X POST {base_url}/api/agent/register -H "Authorization: Bearer $({lkps} dev token --agent)" \\
      -H 'Content-Type: application/json' -d '{{"enforce_client_authz": false}}'
+
+# 4. The admin API, as the demo operator app (role {state.identity.admin_role}): the sessions so far
+curl -s -H "Authorization: Bearer $({lkps} dev token --admin)" {base_url}/api/admin/sessions
 """
 
 
@@ -115,7 +119,8 @@ def start(
 
 
 def mint(state_dir: Path, kind: str, user: str) -> str:
-    """`lkps dev token`: a token from the running dev issuer's keys (user, backend app or agent app)."""
+    """`lkps dev token`: a token from the running dev issuer's keys (user, or the backend, agent or
+    operator app)."""
     state = DevState(state_dir)
     try:
         authority = (state_dir / "authority").read_text().strip()
@@ -123,4 +128,5 @@ def mint(state_dir: Path, kind: str, user: str) -> str:
         raise SystemExit(f"no dev issuer has run with state in {state_dir}; start `lkps dev` first") from None
     if kind == "user":
         return state.user_token(authority, user)
-    return state.app_token(authority, state.client(DEMO_AGENT if kind == "agent" else DEMO_BACKEND))
+    clients = {"app": DEMO_BACKEND, "agent": DEMO_AGENT, "admin": DEMO_OPERATOR}
+    return state.app_token(authority, state.client(clients[kind]))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import jwt
@@ -19,7 +20,7 @@ import pytest
 import requests
 
 from authz.clock import SystemClock
-from authz.dev_issuer import DevIssuer, DevState
+from authz.dev_issuer import DEMO_OPERATOR, DevIssuer, DevState
 from authz.dev_login import CODE_LIFETIME_SECONDS, BrowserLogin, LoginRefused
 from authz.entra import build_validator
 from authz.jwks import build_http_client
@@ -100,6 +101,25 @@ class TestEmbeddedIssuer:
         assert first.kid == second.kid
         assert first.identity == second.identity
         assert (tmp_path / "s" / "signing-key.pem").stat().st_mode & 0o077 == 0
+
+    def test_an_older_state_directory_gains_the_operator_and_keeps_the_rest(self, tmp_path: Path) -> None:
+        """A state written before dev mode had an admin app gets the operator (with the admin role, saved
+        once); its tenant, secrets and other apps stay as they were."""
+        path = tmp_path / "s" / "identity.json"
+        DevState(tmp_path / "s")
+        raw = json.loads(path.read_text())
+        del raw["admin_role"]
+        raw["clients"] = {k: v for k, v in raw["clients"].items() if v["description"] != DEMO_OPERATOR}
+        path.write_text(json.dumps(raw))
+
+        upgraded = DevState(tmp_path / "s").identity
+        operator = next(c for c in upgraded.clients.values() if c.description == DEMO_OPERATOR)
+        assert operator.roles == [upgraded.admin_role] == ["Lkps.Admin"]
+        kept = asdict(upgraded)
+        assert kept.pop("admin_role") == "Lkps.Admin"
+        assert kept["clients"] == raw["clients"] | {operator.client_id: asdict(operator)}
+        assert kept == raw | {"clients": kept["clients"]}
+        assert DevState(tmp_path / "s").identity == upgraded
 
 
 def _pkce() -> tuple[str, str]:
@@ -286,7 +306,8 @@ class TestBrowserSignIn:
 
 @pytest.mark.slow
 def test_printed_commands_start_a_session(tmp_path: Path) -> None:
-    """`lkps dev` prints commands that, pasted into a shell, start sessions and register the agent."""
+    """`lkps dev` prints commands that, pasted into a shell, start sessions, register the agent and list
+    the sessions through the admin API."""
     port, issuer_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "dev", "--port", str(port), "--issuer-port", str(issuer_port)],
@@ -300,10 +321,10 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
         wait_for(f"http://127.0.0.1:{port}/api/health/ready")
         assert process.stdout is not None
         printed = ""
-        while "# 3." not in printed or not printed.rstrip().endswith("}'"):
+        while "# 4." not in printed or not printed.rstrip().endswith("/api/admin/sessions"):
             printed += process.stdout.readline()
         blocks = re.split(r"\n# \d\. [^\n]*\n", printed)[1:]
-        assert len(blocks) == 3
+        assert len(blocks) == 4
         session = subprocess.run(
             ["bash", "-c", blocks[0]], capture_output=True, text=True, check=True, cwd=tmp_path
         )
@@ -326,6 +347,14 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
             ["bash", "-c", blocks[2]], capture_output=True, text=True, check=True, cwd=tmp_path
         )
         assert '"agent_token"' in register.stdout, register.stdout + register.stderr
+        listing = subprocess.run(
+            ["bash", "-c", blocks[3]], capture_output=True, text=True, check=True, cwd=tmp_path
+        )
+        listed = {session["room_name"] for session in json.loads(listing.stdout)["items"]}
+        assert listed == {
+            json.loads(session.stdout)["room_name"],
+            json.loads(app_session.stdout)["room_name"],
+        }
     finally:
         process.terminate()
         process.wait(timeout=30)
