@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag, holder in (
         ("app", "demo backend service"),
         ("agent", "demo agent"),
-        ("admin", "demo operator"),
+        ("admin", "demo operator (admin API)"),
     ):
         kind.add_argument(
             f"--{flag}",
