@@ -205,6 +205,10 @@ class Deployment:
     def state(self) -> DevState:
         return self.issuer.state
 
+    def process_env(self) -> dict[str, str]:
+        """The environment of a process of this deployment: ours, without any LKPS_* of the caller's."""
+        return {**{k: v for k, v in os.environ.items() if not k.startswith("LKPS_")}, **self.env}
+
     def user_token(self, user: str, lifetime: int | None = None) -> str:
         if lifetime is None:
             return self.state.user_token(self.issuer.authority, user)
@@ -224,7 +228,7 @@ class Deployment:
         log = (self.work / f"serve-{port}.log").open("ab")
         process = subprocess.Popen(
             [*command, str(port)],
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("LKPS_")}, **self.env},
+            env=self.process_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -42,8 +42,7 @@ def measure(args: argparse.Namespace) -> int:
             work, args.db, args.postgres_url or DEFAULT_POSTGRES_URL, extra_env=extra_env
         ) as d:
             env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("LKPS_")},
-                **d.env,
+                **d.process_env(),
                 "LKPS_BENCH_TOKEN": d.user_token("user1"),
                 "LKPS_BENCH_AGENT": d.agent,
                 "PYTHONHASHSEED": "0",
