@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     dev = commands.add_parser("dev", help="run a self-contained development service")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--issuer-port", type=int, default=8001)
+    dev.add_argument(
+        "--livekit-port",
+        type=int,
+        default=7880,
+        help="the dev LiveKit server's port; WebRTC media uses the next two (TCP, UDP) (default 7880)",
+    )
     dev.add_argument("--state-dir", type=Path, default=Path(".lkps-dev"))
     dev.add_argument(
         "--cors-origin",
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(mint(args.state_dir, args.kind, args.user))  # noqa: T201 - the token is the command's output
         return 0
-    return _dev(args.port, args.issuer_port, args.state_dir, args.cors_origin)
+    return _dev(args.port, args.issuer_port, args.livekit_port, args.state_dir, args.cors_origin)
 
 
 def _fail(error: ConfigError) -> int:
@@ -163,18 +169,25 @@ def _days(text: str) -> int:
     return value
 
 
-def _dev(port: int, issuer_port: int, state_dir: Path, cors_origins: list[str] | None) -> int:
+def _dev(
+    port: int, issuer_port: int, livekit_port: int, state_dir: Path, cors_origins: list[str] | None
+) -> int:
     from gateway.dev import instructions, start  # noqa: PLC0415
 
-    issuer, env, agent_id = start(state_dir, issuer_port, cors_origins)
-    os.environ.update(env)  # granian's workers build the app from the environment, like `serve`
-    # The printed commands must work in a fresh shell, where this virtualenv is not activated.
-    script = Path(sys.executable).with_name("lkps")
-    lkps = str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
-    base_url = f"http://127.0.0.1:{port}"
-    (state_dir / "url").write_text(base_url)  # where `lkps session start --dev` finds this service
-    print(instructions(issuer.state, issuer.authority, base_url, agent_id, lkps))  # noqa: T201
-    return _serve("127.0.0.1", port, 1, os.environ)
+    services = start(
+        state_dir, issuer_port=issuer_port, port=port, livekit_port=livekit_port, cors_origins=cors_origins
+    )
+    try:
+        os.environ.update(services.env)  # granian's workers build the app from the environment, like `serve`
+        # The printed commands must work in a fresh shell, where this virtualenv is not activated.
+        script = Path(sys.executable).with_name("lkps")
+        lkps = str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
+        base_url = f"http://127.0.0.1:{port}"
+        (state_dir / "url").write_text(base_url)  # where `lkps session start --dev` finds this service
+        print(instructions(services, base_url, lkps))  # noqa: T201
+        return _serve("127.0.0.1", port, 1, os.environ)
+    finally:
+        services.stop()
 
 
 if __name__ == "__main__":
