@@ -34,18 +34,25 @@ Say = Callable[[str], None]
 
 EXIT_NOT_CONFIGURED = 2
 EXIT_UNEXPECTED = 76  # lkps answered something else (an invalid request, an unexpected body)
-# Checked in order (subclasses of LkpsError); the worker's own status is passed through unchanged.
-EXIT_STATUSES: tuple[tuple[type[LkpsError], int, str], ...] = (
+# Checked in order (subclasses of LkpsError): exit status, what happened, what to do. The worker's own
+# status is passed through unchanged.
+EXIT_STATUSES: tuple[tuple[type[LkpsError], int, str, str], ...] = (
     (
         CredentialError,
         67,
-        "Entra gave no token for the agent: check LKPS_CLIENT_ID, its secret or certificate",
+        "Entra gave no token for the agent",
+        "check LKPS_CLIENT_ID and its secret or certificate",
     ),
-    (ConnectionFailed, 69, "lkps could not be reached: check LKPS_CLIENT_URL and the network"),
-    (Unauthorized, 78, "lkps refused the agent's Entra token: check LKPS_CLIENT_SCOPE and the tenant"),
-    (Forbidden, 77, "lkps refused the agent"),
-    (RateLimited, 75, "lkps is rate limiting; try again later"),
-    (ServiceUnavailable, 75, "lkps is unavailable; try again later"),
+    (ConnectionFailed, 69, "lkps could not be reached", "check LKPS_CLIENT_URL and the network"),
+    (
+        Unauthorized,
+        78,
+        "lkps refused the agent's Entra token",
+        "check LKPS_CLIENT_SCOPE and LKPS_CLIENT_TENANT_ID",
+    ),
+    (Forbidden, 77, "lkps refused the agent", "ask the lkps operators"),
+    (RateLimited, 75, "lkps is rate limiting", "try again later"),
+    (ServiceUnavailable, 75, "lkps is unavailable", "try again later"),
 )
 EXIT_COMMAND_NOT_FOUND = 127
 EXIT_COMMAND_NOT_EXECUTABLE = 126
@@ -71,10 +78,10 @@ TERMINAL_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT})
 
 def failure(error: LkpsError) -> tuple[int, str]:
     """The exit status and the one line for a failed registration."""
-    for cls, status, meaning in EXIT_STATUSES:
+    for cls, status, what, hint in EXIT_STATUSES:
         if isinstance(error, cls):
-            return status, f"{meaning}: {error}"
-    return EXIT_UNEXPECTED, f"lkps gave an unexpected answer: {error}"
+            return status, f"{what}: {error}; {hint}"
+    return EXIT_UNEXPECTED, f"lkps gave an unexpected answer: {error}; check LKPS_CLIENT_URL points at lkps"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +107,7 @@ def run_agent(
 ) -> int:
     """Register, run `command` as the worker until it exits, renewing meanwhile; returns the exit status."""
     try:
-        registration = provider.registration()
+        registration = provider.renew()
     except LkpsError as error:
         status, line = failure(error)
         say(line)
