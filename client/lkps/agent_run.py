@@ -34,6 +34,7 @@ Say = Callable[[str], None]
 
 EXIT_NOT_CONFIGURED = 2
 EXIT_UNEXPECTED = 76  # lkps answered something else (an invalid request, an unexpected body)
+EXIT_REFUSED = 77  # 403: also the status after a refused renewal stopped the worker
 # Checked in order (subclasses of LkpsError): exit status, what happened, what to do. The worker's own
 # status is passed through unchanged.
 EXIT_STATUSES: tuple[tuple[type[LkpsError], int, str, str], ...] = (
@@ -47,20 +48,27 @@ EXIT_STATUSES: tuple[tuple[type[LkpsError], int, str, str], ...] = (
     (
         Unauthorized,
         78,
-        "lkps refused the agent's Entra token",
+        "lkps refused the agent's Entra token (401)",
         "check LKPS_CLIENT_SCOPE and LKPS_CLIENT_TENANT_ID",
     ),
-    (Forbidden, 77, "lkps refused the agent", "ask the lkps operators"),
+    (Forbidden, EXIT_REFUSED, "lkps refused the agent (403)", "ask the lkps operators"),
     (RateLimited, 75, "lkps is rate limiting", "try again later"),
     (ServiceUnavailable, 75, "lkps is unavailable", "try again later"),
 )
 EXIT_COMMAND_NOT_FOUND = 127
 EXIT_COMMAND_NOT_EXECUTABLE = 126
-EXIT_HELP = """exit status: the worker's own (128+N if signal N ended it), or
-  2 not configured (or no command), 67 Entra gave no token, 69 lkps unreachable, 75 lkps unavailable or
-  rate limiting, 76 unexpected answer, 77 refused by lkps (403: agent_revoked, missing role; also when a
-  renewal is refused, after the worker was stopped), 78 Entra token refused by lkps (401),
-  126/127 the command cannot be run / is not found"""
+
+
+EXIT_HELP = "\n".join(
+    [
+        "exit status: the worker's own (128+N if signal N ended it), or",
+        f"  {EXIT_NOT_CONFIGURED}  not configured, or no COMMAND",
+        *(f"  {status}  {what}" for _, status, what, _ in EXIT_STATUSES),
+        f"  {EXIT_UNEXPECTED}  lkps gave an unexpected answer",
+        f"  {EXIT_COMMAND_NOT_EXECUTABLE}/{EXIT_COMMAND_NOT_FOUND}  COMMAND cannot be run / is not found",
+        f"A renewal refused with 403 (e.g. agent_revoked) stops the worker with SIGTERM, then exits {EXIT_REFUSED}.",
+    ]
+)
 
 # Signals a supervisor sends to stop or poke the worker: all are passed on to it.
 FORWARDED_SIGNALS = (
@@ -155,8 +163,9 @@ class _Renewal(threading.Thread):
         self.refused: LkpsError | None = None
 
     def stop(self) -> None:
+        # A renewal under way may take the client's timeout; the worker has exited, so do not wait for it.
         self._stopped.set()
-        self.join()
+        self.join(timeout=1.0)
 
     def run(self) -> None:
         failures = 0

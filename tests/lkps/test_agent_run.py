@@ -161,7 +161,7 @@ def test_a_revoked_agent_is_refused_in_one_line_and_its_worker_never_starts(
     stdout, stderr = process.communicate(timeout=20)
     assert process.returncode == 77
     [line] = stderr.splitlines()
-    assert line.startswith("lkps agent run: lkps refused the agent: agent_revoked: refused by the fake")
+    assert line.startswith("lkps agent run: lkps refused the agent (403): agent_revoked: refused by the fake")
     assert "(HTTP 403, request id req-fake)" in line
     assert stdout == ""
     assert not (tmp_path / "worker.env").exists()
