@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from livekit import rtc
 
-from lkps.demo_agent import DemoChat, greeting, reply
+from lkps.demo_agent import MAX_CHATS, DemoChat, greeting, load, reply
 
 AGENT = "5b7d9f1a-3c5e-4a7b-9d1f-2a4c6e8b0d2f"
 
@@ -46,6 +46,7 @@ def test_reply_quotes_the_text_and_prompts_on_empty_input() -> None:
         reply("  hello   there\n")
         == 'You said: "hello there" (2 words). I am a demo: no model, just LiveKit.'
     )
+    assert reply("hi") == 'You said: "hi" (1 word). I am a demo: no model, just LiveKit.'
     assert reply(" \n ") == "Say something and I will answer."
 
 
@@ -87,3 +88,10 @@ async def test_a_failed_send_is_logged_and_does_not_stop_the_chat(caplog: pytest
     await chat.drain()
     assert sent == ["failed", "bob"]
     assert "room gone" in caplog.text
+
+
+def test_load_is_the_share_of_chats_served_not_the_machine_cpu() -> None:
+    """LiveKit sees the demo worker's load as its running jobs over MAX_CHATS, so a busy machine does not
+    make it skip the demo agent."""
+    assert load(SimpleNamespace(active_jobs=[])) == 0.0  # type: ignore[arg-type]
+    assert load(SimpleNamespace(active_jobs=["job"] * MAX_CHATS)) == 1.0  # type: ignore[arg-type]
