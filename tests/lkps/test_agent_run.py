@@ -7,10 +7,14 @@ every expected failure into one line and an exit status of its own, never printi
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
 import signal
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,21 +28,29 @@ from tests.support.registrar import WORKER_API_KEY, WORKER_API_SECRET, WORKER_UR
 
 pytestmark = pytest.mark.slow
 
-# Records its environment (one line per start), then waits for a signal and exits with argv[2].
+# Records its environment (one line per start), waits for a signal, records every signal delivered to it
+# (the wakeup fd gets a byte per delivery, even when Python runs the handler once for two), exits argv[2].
+# With argv[3] == "own-group" it leaves the wrapper's process group first.
 WORKER = """
 import json, os, signal, sys, time
 record, status = sys.argv[1], int(sys.argv[2])
+if sys.argv[3:] == ["own-group"]:
+    os.setpgid(0, 0)
 received = []
 for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, lambda signum, _: received.append(signum))
+deliveries, wakeup = os.pipe()
+os.set_blocking(wakeup, False)
+os.set_blocking(deliveries, False)
+signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
 names = ("LIVEKIT_", "LKPS_")
 with open(record + ".env", "a") as out:
     out.write(json.dumps({k: v for k, v in os.environ.items() if k.startswith(names)}) + "\\n")
 while not received:
     time.sleep(0.01)
-time.sleep(0.3)  # long enough for a second copy of the signal to arrive
+time.sleep(0.5)  # long enough for a second copy of the signal to arrive
 with open(record + ".signals", "w") as out:
-    json.dump(received, out)
+    json.dump(list(os.read(deliveries, 64)), out)
 sys.exit(status)
 """
 
@@ -78,8 +90,8 @@ def wrapper(
     )
 
 
-def worker(record: Path, status: int) -> tuple[str, ...]:
-    return (sys.executable, "-c", WORKER, str(record), str(status))
+def worker(record: Path, status: int, *flags: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", WORKER, str(record), str(status), *flags)
 
 
 def wait_for_file(path: Path, process: subprocess.Popen[str], timeout: float = 20.0) -> None:
@@ -142,6 +154,44 @@ def test_sigint_sent_to_the_wrapper_reaches_the_worker_once(entra: FakeEntraServ
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == 0, stderr
     assert json.loads((tmp_path / "worker.signals").read_text()) == [signal.SIGINT]
+
+
+@pytest.mark.parametrize("group", ["same-group", "own-group"])
+def test_ctrl_c_in_a_terminal_is_left_to_the_terminal(
+    entra: FakeEntraServer, tmp_path: Path, group: str
+) -> None:
+    """Ctrl-C on the wrapper's terminal reaches a worker in its process group once; the wrapper does not send
+    it again (a worker that left the group gets none), while SIGTERM is still passed on."""
+    FakeRegistrar(entra)
+    controller, terminal = pty.openpty()
+
+    def own_terminal() -> None:  # the wrapper leads a new session whose controlling terminal is the pty
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    command = [sys.executable, "-m", "lkps", "agent", "run", "--", *worker(tmp_path / "worker", 0, group)]
+    process = subprocess.Popen(
+        command,
+        env=agent_environment(entra),
+        stdin=terminal,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=own_terminal,  # noqa: PLW1509 - the only way to give the child a controlling terminal
+    )
+    os.close(terminal)
+    try:
+        wait_for_file(tmp_path / "worker.env", process)
+        os.write(controller, b"\x03")  # the terminal's interrupt character
+        if group == "own-group":
+            time.sleep(1)  # a forwarded SIGINT would have arrived by now
+            process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        os.close(controller)
+    assert process.returncode == 0, stderr
+    expected = [signal.SIGINT] if group == "same-group" else [signal.SIGTERM]
+    assert json.loads((tmp_path / "worker.signals").read_text()) == expected
 
 
 def test_the_worker_exit_status_passes_through(entra: FakeEntraServer) -> None:
