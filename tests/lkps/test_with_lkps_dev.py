@@ -22,6 +22,13 @@ from tests.support.livekit import verify_python
 
 pytestmark = pytest.mark.slow
 
+# Until the relay's registration answer (issue 13 item 1) is merged, `lkps dev` still answers with
+# `agent_token`; strict, so merging it turns these into failures that say: delete this marker.
+NEEDS_WORKER_SETTINGS = pytest.mark.xfail(
+    reason="lkps dev does not answer registrations with worker settings yet (issue 13, the relay)",
+    strict=True,
+)
+
 
 def verify(service: DevService, token: str) -> api.access_token.Claims:
     identity = service.state.identity
@@ -54,6 +61,7 @@ def test_backend_service_starts_a_session_from_python(lkps_dev: DevService) -> N
     ]
 
 
+@NEEDS_WORKER_SETTINGS
 @pytest.mark.anyio
 async def test_agent_renews_its_worker_settings_before_expiry(lkps_dev: DevService) -> None:
     """The demo agent registers with its own credential and renews when due; no LiveKit credential comes back."""
@@ -103,6 +111,7 @@ def test_cli_session_start_uses_the_dev_state_when_nothing_is_configured(lkps_de
     assert video.room == session["room_name"]
 
 
+@NEEDS_WORKER_SETTINGS
 def test_cli_agent_register_and_lkps_errors(lkps_dev: DevService, tmp_path: Path) -> None:
     """`lkps agent register --dev --state-dir` prints the worker settings; an lkps refusal exits 1 with its error."""
     state = str(lkps_dev.state.dir)
