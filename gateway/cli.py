@@ -1,5 +1,9 @@
-"""The `lkps` command: `serve`, `migrate`, `prune`, `dev` (and `dev token`), and the client's `session` and
-`agent`."""
+"""The server's `lkps` commands: `serve`, `migrate`, `prune`, `dev` (and `dev token`).
+
+The `lkps` console script belongs to the client distribution (lkps-client, `lkps.cli:main`, with `session`
+and `agent`); this distribution adds its commands through the `lkps.commands` entry point, so one `lkps`
+has them all wherever the server is installed.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +16,26 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import lkps.cli
 from config import ConfigError, Settings
 from config.settings import MAX_RETENTION_DAYS, database_url_from_env, retention_from_env
-from lkps.cli import add_client_commands, run_client_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lkps", description="LiveKit Platform Service")
-    commands = parser.add_subparsers(dest="command", required=True)
+    """`lkps` with the server's and the client's commands, whatever the installed entry points say."""
+    return lkps.cli.main(argv, command_sets=[add_server_commands])
 
+
+def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `lkps.commands` entry point: add `serve`, `migrate`, `prune` and `dev` to the `lkps` command."""
     serve = commands.add_parser("serve", help="run the production server (configured by LKPS_* variables)")
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container's server listens on all interfaces
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=lambda args: _serve(args.host, args.port, args.workers, os.environ))
 
-    commands.add_parser("migrate", help="bring the database schema to the head revision")
+    migrate = commands.add_parser("migrate", help="bring the database schema to the head revision")
+    migrate.set_defaults(run=lambda _: _migrate())
 
     prune = commands.add_parser(
         "prune", help="delete rows older than the retention period (LKPS_RETENTION_DAYS), in batches"
@@ -36,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=_positive, default=1000, help="rows per transaction (default 1000)"
     )
     prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    prune.set_defaults(run=lambda args: _prune(args.days, args.batch_size, args.dry_run))
 
     dev = commands.add_parser("dev", help="run a self-contained development service")
     dev.add_argument("--port", type=int, default=8000)
@@ -52,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="a browser origin allowed to call lkps (repeatable; default: the examples/spa dev server's)",
     )
+    dev.set_defaults(run=_run_dev)
     dev_commands = dev.add_subparsers(dest="dev_command")
     token = dev_commands.add_parser("token", help="print an access token from the dev issuer")
     kind = token.add_mutually_exclusive_group()
@@ -69,17 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             help=f"an app-only token of the {holder}",
         )
     token.set_defaults(kind="user")
-    add_client_commands(commands)
 
-    args = parser.parse_args(argv)
-    if "client_command" in args:
-        return run_client_command(args)
-    if args.command == "serve":
-        return _serve(args.host, args.port, args.workers, os.environ)
-    if args.command == "migrate":
-        return _migrate()
-    if args.command == "prune":
-        return _prune(args.days, args.batch_size, args.dry_run)
+
+def _run_dev(args: argparse.Namespace) -> int:
     if args.dev_command == "token":
         from gateway.dev import mint  # noqa: PLC0415 - dev-only imports stay out of `serve`
 
