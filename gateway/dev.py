@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import shutil
+import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from authz.clock import SystemClock
-from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DEMO_OPERATOR, DevIssuer, DevState
+from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevIssuer, DevState
+from gateway.dev_state import StateLock
 from gateway.persistence.agents import AgentRegistry, NewRegistration
 from gateway.persistence.db import create_engine
 from gateway.persistence.migrate import upgrade
+from gateway.ports import require_free
 
 DEMO_AGENT_REGISTRATION_DAYS = 30
-SPA_EXAMPLE_ORIGIN = "http://127.0.0.1:5173"  # where examples/spa's dev server listens
+# Where examples/spa's dev server listens, under both loopback spellings a browser may be pointed at.
+SPA_EXAMPLE_ORIGINS = ("http://127.0.0.1:5173", "http://localhost:5173")
 
 
 def dev_environment(
     state: DevState, authority: str, cors_origins: Sequence[str] | None = None
 ) -> dict[str, str]:
-    """The `LKPS_*` variables that point a gateway at the embedded issuer (CORS: the SPA example's origin)."""
+    """The `LKPS_*` variables that point a gateway at the embedded issuer (CORS: the SPA example's origins)."""
     identity = state.identity
     return {
         "LKPS_ENVIRONMENT": "dev",
@@ -46,7 +52,7 @@ def dev_environment(
         "LKPS_LIVEKIT_API_SECRET": identity.livekit_api_secret,
         "LKPS_DATABASE_URL": f"sqlite+aiosqlite:///{state.dir.resolve() / 'lkps.db'}",
         "LKPS_LOG_FORMAT": "console",
-        "LKPS_CORS_ALLOWED_ORIGINS": ",".join(cors_origins or (SPA_EXAMPLE_ORIGIN,)),
+        "LKPS_CORS_ALLOWED_ORIGINS": ",".join(cors_origins or SPA_EXAMPLE_ORIGINS),
     }
 
 
@@ -76,18 +82,23 @@ async def prepare_database(state: DevState, database_url: str) -> str:
         await engine.dispose()
 
 
-def instructions(state: DevState, authority: str, base_url: str, agent_id: str, lkps: str) -> str:
+def instructions(state: DevState, authority: str, base_url: str, agent_id: str, lkps_script: str) -> str:
+    """The ready-to-paste commands; `lkps_script` is the `lkps` executable, made to work from anywhere."""
     backend = state.client(DEMO_BACKEND)
+    state_flag = f"--state-dir {shlex.quote(str(state.dir))}"
+    token = f"{lkps_script} dev token {state_flag}"
+    client = f"{lkps_script} {{command}} {state_flag}"
     token_url = f"{authority}/{state.identity.tenant_id}/oauth2/v2.0/token"
     body = shlex.quote(f'{{"agent_entra_app_id": "{agent_id}", "metadata": {{"language": "en"}}}}')
     return f"""
 lkps dev is running: {base_url}   (API docs: {base_url}/schema)
 Embedded Entra-compatible issuer: {authority}/{state.identity.tenant_id}/v2.0   (trust {state.ca_path})
 Demo agent (registered, client authorization off): {agent_id}
-Python client, as the demo backend service: {lkps} session start --agent {agent_id}
+Python client, as the demo backend service: {client.format(command="session start")} --agent {agent_id}
+(from any directory; or export LKPS_DEV_STATE_DIR={shlex.quote(str(state.dir))} and drop --state-dir)
 
 # 1. A user token (what an MSAL SPA would hold), then start a session:
-TOKEN=$({lkps} dev token --user alice)
+TOKEN=$({token} --user alice)
 curl -s -X POST {base_url}/api/session/start -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d {body}
 
@@ -98,35 +109,49 @@ TOKEN=$(curl -s --cacert {state.ca_path} {token_url} \\
      | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
 # 3. Register the demo agent yourself (an agent's app-only token):
-curl -s -X POST {base_url}/api/agent/register -H "Authorization: Bearer $({lkps} dev token --agent)" \\
+curl -s -X POST {base_url}/api/agent/register -H "Authorization: Bearer $({token} --agent)" \\
      -H 'Content-Type: application/json' -d '{{"enforce_client_authz": false}}'
 
 # 4. The admin API, as the demo operator app (role {state.identity.admin_role}): the sessions so far
-curl -s -H "Authorization: Bearer $({lkps} dev token --admin)" {base_url}/api/admin/sessions
+curl -s -H "Authorization: Bearer $({token} --admin)" {base_url}/api/admin/sessions
 """
 
 
-def start(
-    state_dir: Path, issuer_port: int, cors_origins: Sequence[str] | None = None
-) -> tuple[DevIssuer, dict[str, str], str]:
-    """Start the issuer, remember its address for `lkps dev token`, prepare the database."""
-    state_dir = state_dir.resolve()
-    issuer = DevIssuer(DevState(state_dir), port=issuer_port).start()
-    (state_dir / "authority").write_text(issuer.authority)
-    env = dev_environment(issuer.state, issuer.authority, cors_origins)
-    agent_id = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
-    return issuer, env, agent_id
+@contextmanager
+def running(
+    state_dir: Path, port: int, issuer_port: int, cors_origins: Sequence[str] | None = None
+) -> Iterator[dict[str, str]]:
+    """Hold the state directory, start the issuer, prepare the database and print the instructions; yield
+    the gateway's environment while lkps serves on `port`.
 
-
-def mint(state_dir: Path, kind: str, user: str) -> str:
-    """`lkps dev token`: a token from the running dev issuer's keys (user, or the backend, agent or
-    operator app)."""
-    state = DevState(state_dir)
+    The lock and the port checks come before anything is written, so a second `lkps dev` on the same
+    state, or on a busy port, changes nothing of the one running.
+    """
+    lock = StateLock(state_dir)
+    if state_dir.exists():
+        lock.acquire()  # another `lkps dev` on this state is the first thing to say, before its ports
     try:
-        authority = (state_dir / "authority").read_text().strip()
-    except FileNotFoundError:
-        raise SystemExit(f"no dev issuer has run with state in {state_dir}; start `lkps dev` first") from None
-    if kind == "user":
-        return state.user_token(authority, user)
-    clients = {"app": DEMO_BACKEND, "agent": DEMO_AGENT, "admin": DEMO_OPERATOR}
-    return state.app_token(authority, state.client(clients[kind]))
+        require_free("127.0.0.1", port, "--port")
+        require_free("127.0.0.1", issuer_port, "--issuer-port", "the dev issuer")
+        if not lock.held:
+            lock.acquire()  # a new state directory is created only once the ports are known to be free
+        issuer = DevIssuer(DevState(state_dir), port=issuer_port).start()
+        try:
+            (state_dir / "authority").write_text(issuer.authority)  # where `lkps dev token` finds it
+            base_url = f"http://127.0.0.1:{port}"
+            (state_dir / "url").write_text(base_url)  # where `lkps session start` finds this service
+            env = dev_environment(issuer.state, issuer.authority, cors_origins)
+            agent_id = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
+            print(instructions(issuer.state, issuer.authority, base_url, agent_id, lkps_script()))  # noqa: T201
+            yield env
+        finally:
+            issuer.stop()
+    finally:
+        lock.release()
+
+
+def lkps_script() -> str:
+    """The `lkps` executable by absolute path: the printed commands must work in a fresh shell, where this
+    virtualenv is not activated, and from any directory."""
+    script = Path(sys.executable).with_name("lkps")
+    return str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"

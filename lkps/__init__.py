@@ -9,20 +9,51 @@ with LkpsClient("https://lkps.example.com", credential) as lkps:
 
 from __future__ import annotations
 
-from lkps.agent_token import AgentTokenProvider, AsyncAgentTokenProvider
-from lkps.client import AgentRegistration, EndedSession, LkpsClient, Session
-from lkps.credentials import EntraCredential, TokenProvider
-from lkps.errors import (
-    ConnectionFailed,
-    CredentialError,
-    Forbidden,
-    InvalidRequest,
-    LkpsError,
-    NotFound,
-    RateLimited,
-    ServiceUnavailable,
-    Unauthorized,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lkps.agent_token import AgentTokenProvider, AsyncAgentTokenProvider
+    from lkps.client import AgentRegistration, EndedSession, LkpsClient, Session
+    from lkps.credentials import EntraCredential, TokenProvider
+    from lkps.errors import (
+        ConnectionFailed,
+        CredentialError,
+        Forbidden,
+        InvalidRequest,
+        LkpsError,
+        NotFound,
+        RateLimited,
+        ServiceUnavailable,
+        Unauthorized,
+    )
+
+# Where each public name lives. They load on first use: `lkps dev token` and the `lkps` command's parser
+# import `lkps.commands` without paying for httpx and MSAL.
+_HOMES = {
+    "AgentTokenProvider": "lkps.agent_token",
+    "AsyncAgentTokenProvider": "lkps.agent_token",
+    "AgentRegistration": "lkps.client",
+    "EndedSession": "lkps.client",
+    "LkpsClient": "lkps.client",
+    "Session": "lkps.client",
+    "EntraCredential": "lkps.credentials",
+    "TokenProvider": "lkps.credentials",
+    **dict.fromkeys(
+        (
+            "ConnectionFailed",
+            "CredentialError",
+            "Forbidden",
+            "InvalidRequest",
+            "LkpsError",
+            "NotFound",
+            "RateLimited",
+            "ServiceUnavailable",
+            "Unauthorized",
+        ),
+        "lkps.errors",
+    ),
+}
+
 
 __all__ = [
     "AgentRegistration",
@@ -43,3 +74,12 @@ __all__ = [
     "TokenProvider",
     "Unauthorized",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'lkps' has no attribute {name!r}")
+    from importlib import import_module  # noqa: PLC0415
+
+    return getattr(import_module(home), name)
