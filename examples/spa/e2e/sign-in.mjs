@@ -1,7 +1,9 @@
 // Drives the example in headless Chromium (Debian's /usr/bin/chromium through playwright-core): sign in,
-// start a session both ways, wait for each connection attempt to settle, take a screenshot. Prints one
-// JSON object: the account shown, and per panel the participant token and the connection state.
-//   node e2e/sign-in.mjs <page url> <screenshot.png> <issuer SPKI sha256, base64> <fresh user data dir>
+// start a session both ways, wait for each connection attempt (or the failure the page shows) to settle,
+// take a screenshot. Prints one JSON object: the account shown, the error shown if sign-in failed, and per
+// panel the participant token, the connection state and the error shown.
+//   node e2e/sign-in.mjs <page url> <screenshot.png> <issuer SPKI sha256, base64, or - to trust nothing>
+//                        <fresh user data dir>
 import { chromium } from "playwright-core";
 
 const [url, screenshot, issuerSpki, userDataDir] = process.argv.slice(2);
@@ -18,7 +20,7 @@ const context = await chromium.launchPersistentContext(userDataDir, {
     "--disable-component-update",
     "--disable-sync",
     // Trust exactly the dev issuer's certificate, as a person does by trusting .lkps-dev/ca.pem.
-    `--ignore-certificate-errors-spki-list=${issuerSpki}`,
+    ...(issuerSpki === "-" ? [] : [`--ignore-certificate-errors-spki-list=${issuerSpki}`]),
   ],
   viewport: { width: 1200, height: 760 },
 });
@@ -28,19 +30,22 @@ try {
   page.on("console", (message) => console_.push(`${message.type()}: ${message.text()}`));
   page.on("pageerror", (error) => console_.push(`pageerror: ${error.message}`));
   await page.goto(url);
+  const shownError = () => page.textContent("#error");
   await page.click("#sign-in");
-  // Off to the issuer's authorize endpoint and back with a code, which MSAL redeems.
-  await page.waitForSelector("#account[data-signed-in]", { timeout: 30_000 });
+  // Off to the issuer's authorize endpoint and back with a code, which MSAL redeems; or a failure shown.
+  await page.waitForSelector("#account[data-signed-in], #error:not(:empty)", { timeout: 30_000 });
   const panels = {};
-  for (const [button, panel] of [
+  const signedIn = (await page.$("#account[data-signed-in]")) !== null;
+  for (const [button, panel] of signedIn ? [
     ["#start-session-api", "#session-api"],
     ["#start-token-endpoint", "#token-endpoint"],
-  ]) {
+  ] : []) {
     await page.click(button);
-    await page.waitForSelector(`${panel}[data-participant-token]`, { timeout: 30_000 });
-    // There is no LiveKit server: wait until the attempt has an outcome rather than "connecting".
+    // There is no LiveKit server: wait until the attempt has an outcome rather than "connecting", or
+    // until the page shows why there was no attempt.
     await page.waitForFunction(
       (selector) => {
+        if (document.querySelector("#error")?.textContent) return true;
         const state = document.querySelector(`${selector} [data-field="connection"]`)?.textContent ?? "";
         return state.startsWith("failed") || state === "connected" || state === "disconnected";
       },
@@ -48,13 +53,14 @@ try {
       { timeout: 60_000 },
     );
     panels[panel.slice(1)] = await page.$eval(panel, (element) => ({
-      participantToken: element.dataset.participantToken,
-      connection: element.querySelector('[data-field="connection"]').textContent,
+      participantToken: element.dataset.participantToken ?? null,
+      connection: element.querySelector('[data-field="connection"]')?.textContent ?? null,
+      error: document.querySelector("#error").textContent,
     }));
   }
   await page.screenshot({ path: screenshot, fullPage: true });
   const account = await page.textContent("#account");
-  const error = await page.textContent("#error");
+  const error = signedIn ? "" : await shownError();
   console.log(JSON.stringify({ account, error, panels, console: console_ }));
 } catch (error) {
   console.log(JSON.stringify({ failure: String(error), console: console_ }));
