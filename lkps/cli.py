@@ -34,6 +34,16 @@ _FLAGS = {
     "scope": "LKPS_CLIENT_SCOPE",
     "ca_bundle": "LKPS_CLIENT_CA_BUNDLE",
 }
+_FLAG_HELP = {
+    "url": "lkps base URL, e.g. https://lkps.example.com (with a dev state: the running `lkps dev`'s)",
+    "authority": "Entra authority host (default: https://login.microsoftonline.com)",
+    "tenant_id": "the Entra tenant GUID",
+    "client_id": "your application's client id",
+    "client_secret_file": "file holding its client secret",
+    "certificate": "PEM file with its private key and certificate, instead of a secret",
+    "scope": "lkps's App ID URI + /.default, e.g. api://lkps/.default",
+    "ca_bundle": "PEM file trusted instead of the system store, for Entra and lkps",
+}
 
 _CREDENTIALS = frozenset({"LKPS_CLIENT_SECRET", "LKPS_CLIENT_SECRET_FILE", "LKPS_CLIENT_CERTIFICATE"})
 
@@ -46,7 +56,9 @@ def add_client_commands(commands: argparse._SubParsersAction[Any]) -> None:
     connection = argparse.ArgumentParser(add_help=False)
     group = connection.add_argument_group("connection (flags override LKPS_CLIENT_* variables)")
     for dest, variable in _FLAGS.items():
-        group.add_argument(f"--{dest.replace('_', '-')}", dest=dest, help=f"instead of {variable}")
+        group.add_argument(
+            f"--{dest.replace('_', '-')}", dest=dest, help=f"{_FLAG_HELP[dest]}; instead of {variable}"
+        )
     group.add_argument("--dev", action="store_true", help="use the demo credentials of a running `lkps dev`")
     add_state_dir_argument(group)
 

@@ -39,11 +39,20 @@ class CommandError(Exception):
         self.message = message
 
 
+class _DefaultsInHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, unless there is none to show (an unset option, a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with every flag's default in its help, and usage errors under their own exit status."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsInHelp)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:

@@ -3,11 +3,13 @@ what to do, its own exit status, no traceback, and nothing of a running `lkps de
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -219,3 +221,26 @@ def test_dev_token_loads_neither_the_server_nor_the_client(lkps_dev: DevService,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "[]"
+
+
+def test_every_flag_has_help_and_shows_its_default() -> None:
+    """Each option of each `lkps` command has help text, and one with a default shows it in `--help`."""
+    from gateway.cli import _parser  # noqa: PLC0415 - the parser is what is under test
+
+    def walk(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from walk(child)
+
+    parsers = list(walk(_parser()))
+    assert len(parsers) > 10  # serve, migrate, prune, dev, dev token, session start / end, agent register...
+    for parser in parsers:
+        text = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{parser.prog} {action.option_strings[0]} has no help"
+            if action.default not in (None, False, argparse.SUPPRESS):
+                assert f"(default: {action.default})" in " ".join(text.split()), (parser.prog, action.dest)
