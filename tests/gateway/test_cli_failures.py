@@ -170,6 +170,14 @@ class TestClientCommands:
         )
         assert_short_failure(result, ExitCode.UNREACHABLE, url, "--url")
 
+    @pytest.mark.parametrize("url", ["notaurl", "ftp://lkps.example.com", "http://[bad", "http://lkps:port"])
+    def test_a_bad_lkps_url_is_a_setting_problem(self, lkps_dev: DevService, url: str) -> None:
+        """A `--url` (or LKPS_CLIENT_URL) that is no http(s) URL exits 2 naming both, not "cannot be reached"."""
+        result = lkps(
+            "session", "start", "--agent", lkps_dev.agent_id, "--dev", "--url", url, cwd=lkps_dev.directory
+        )
+        assert_short_failure(result, ExitCode.SETTINGS, "LKPS_CLIENT_URL (--url)", repr(url))
+
     def test_an_unreachable_issuer_is_two_lines(self, lkps_dev: DevService, tmp_path: Path) -> None:
         """A client command whose Entra issuer does not answer exits 5 without a traceback."""
         state = tmp_path / "stopped-dev"
