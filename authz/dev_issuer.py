@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from authz.dev_login import BrowserLogin, LoginRefused, SignIn, loopback_url
-from authz.loopback_tls import issue_loopback_tls
 
 _DEV_NAMESPACE = uuid.UUID("6b1d3a52-5a43-4b5e-9f0a-6c6b7073a1d1")  # stable ids across restarts
 TOKEN_LIFETIME_SECONDS = 3600
@@ -130,6 +128,9 @@ class DevState:
     def _ensure_tls(self) -> None:
         if self.ca_path.exists() and self.server_cert_path.exists() and self.server_key_path.exists():
             return
+        # Certificates are made once per state directory: `lkps dev token` never loads cryptography.x509.
+        from authz.loopback_tls import issue_loopback_tls  # noqa: PLC0415
+
         ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         tls = issue_loopback_tls(ca_key, self._rsa_key("server-key.pem"), days=825, name="lkps dev")
         self.server_cert_path.write_bytes(tls.server_certificate_pem)
@@ -141,9 +142,11 @@ class DevState:
         return f"{authority}/{self.identity.tenant_id}/v2.0"
 
     def _sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(
-            claims, self.signing_key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"}
-        )
+        # RS256 by hand rather than PyJWT, whose import (cryptography.x509) was most of `lkps dev token`'s time.
+        header = {"alg": "RS256", "kid": self.kid, "typ": "JWT"}
+        signing_input = f"{_b64_json(header)}.{_b64_json(claims)}".encode()
+        signature = self.signing_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input.decode()}.{_b64(signature)}"
 
     def _base_claims(self, authority: str, lifetime: int) -> dict[str, Any]:
         now = int(time.time())
@@ -234,7 +237,8 @@ class DevState:
         }
 
     def jwks(self, authority: str) -> dict[str, Any]:
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.signing_key.public_key()))
+        numbers = self.signing_key.public_key().public_numbers()
+        jwk = {"kty": "RSA", "n": _b64_uint(numbers.n), "e": _b64_uint(numbers.e)}
         authority_template = "{tenantid}"
         return {
             "keys": [
@@ -270,6 +274,19 @@ class DevState:
             "ext_expires_in": TOKEN_LIFETIME_SECONDS - 1,
             "access_token": self.app_token(authority, client),
         }
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _b64_json(value: dict[str, Any]) -> str:
+    return _b64(json.dumps(value, separators=(",", ":")).encode())
+
+
+def _b64_uint(value: int) -> str:
+    """A JWK integer: big-endian bytes without leading zeros (RFC 7518 section 6.3.1)."""
+    return _b64(value.to_bytes((value.bit_length() + 7) // 8, "big"))
 
 
 def _oauth_error(code: str, description: str) -> dict[str, Any]:

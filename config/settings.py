@@ -431,6 +431,13 @@ class _Parser:
             self.problems.append(
                 "LKPS_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
+            return url
+        from sqlalchemy.engine import make_url  # noqa: PLC0415 - only where a database is configured
+
+        try:
+            make_url(url).port  # noqa: B018 - parsing the port is what refuses `host:notaport`
+        except ValueError as exc:  # sqlalchemy's ArgumentError is a ValueError too
+            self.problems.append(f"LKPS_DATABASE_URL is not a valid URL ({exc})")
         return url
 
     def _graph_credential(self) -> GraphCredential | None:

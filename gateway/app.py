@@ -12,7 +12,6 @@ import structlog
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -20,6 +19,7 @@ from config import Settings
 from gateway.errors import render_error
 from gateway.observability.access import AccessLayer
 from gateway.observability.tracing import build_tracer_provider, tracing_plugin
+from gateway.openapi import documentation_ui
 from gateway.routes.admin import ADMIN_ROUTES
 from gateway.routes.agent import register_agent
 from gateway.routes.health import health, live, ready
@@ -58,8 +58,10 @@ def create_app(
         await services.aclose()
         log.info("stopped")
 
+    ui, ui_assets = documentation_ui()
     app = Litestar(
         route_handlers=[
+            ui_assets,
             start_session,
             livekit_token,
             register_agent,
@@ -82,7 +84,7 @@ def create_app(
             description="Entra ID to LiveKit token gateway. Every error body is "
             '`{"error": code, "message": text, "request_id": id}`.',
             path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            render_plugins=[ui],
             components=Components(
                 security_schemes={
                     "entra": SecurityScheme(

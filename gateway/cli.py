@@ -8,65 +8,79 @@ has them all wherever the server is installed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import shutil
 import sys
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any, TypeVar
 
 import lkps.cli
 from config import ConfigError, Settings
 from config.settings import MAX_RETENTION_DAYS, database_url_from_env, retention_from_env
+from lkps.commands import CommandError, ExitCode, add_state_dir_argument, state_dir
+
+T = TypeVar("T")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
     """`lkps` with the server's and the client's commands, whatever the installed entry points say."""
-    return lkps.cli.main(argv, command_sets=[add_server_commands])
+    return lkps.cli.main(argv, command_sets=[add_server_commands], environ=environ)
 
 
-def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The whole `lkps` command line, with the server's commands."""
+    return lkps.cli.build_parser([add_server_commands])
+
+
+def add_server_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """The `lkps.commands` entry point: add `serve`, `migrate`, `prune` and `dev` to the `lkps` command."""
     serve = commands.add_parser("serve", help="run the production server (configured by LKPS_* variables)")
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container's server listens on all interfaces
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.set_defaults(run=lambda args: _serve(args.host, args.port, args.workers, os.environ))
+    # A container's server listens on all interfaces.
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--workers", type=int, default=1, help="granian worker processes")
+    serve.set_defaults(
+        run=_settings(lambda args, environ: _serve(args.host, args.port, args.workers, environ))
+    )
 
     migrate = commands.add_parser("migrate", help="bring the database schema to the head revision")
-    migrate.set_defaults(run=lambda _: _migrate())
+    migrate.set_defaults(run=_settings(lambda _, environ: _migrate(environ)))
 
     prune = commands.add_parser(
         "prune", help="delete rows older than the retention period (LKPS_RETENTION_DAYS), in batches"
     )
     prune.add_argument("--days", type=_days, help="override LKPS_RETENTION_DAYS")
-    prune.add_argument(
-        "--batch-size", type=_positive, default=1000, help="rows per transaction (default 1000)"
-    )
+    prune.add_argument("--batch-size", type=_positive, default=1000, help="rows per transaction")
     prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
-    prune.set_defaults(run=lambda args: _prune(args.days, args.batch_size, args.dry_run))
+    prune.set_defaults(
+        run=_settings(lambda args, environ: _prune(args.days, args.batch_size, args.dry_run, environ))
+    )
 
     dev = commands.add_parser("dev", help="run a self-contained development service")
-    dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--issuer-port", type=int, default=8001)
+    dev.add_argument("--port", type=int, default=8000, help="port of lkps (on 127.0.0.1)")
+    dev.add_argument(
+        "--issuer-port", type=int, default=8001, help="port of the embedded Entra-compatible issuer"
+    )
     dev.add_argument(
         "--livekit-port",
         type=int,
         default=7880,
-        help="the dev LiveKit server's port; WebRTC media uses the next two (TCP, UDP) (default 7880)",
+        help="port of the dev LiveKit server; WebRTC media uses the next two (TCP, UDP)",
     )
-    dev.add_argument("--state-dir", type=Path, default=Path(".lkps-dev"))
+    add_state_dir_argument(dev)
     dev.add_argument(
         "--cors-origin",
         action="append",
-        help="a browser origin allowed to call lkps (repeatable; default: the examples/spa dev server's)",
+        help="a browser origin allowed to call lkps (repeatable; default: the examples/spa dev server's, "
+        "as http://127.0.0.1:5173 and http://localhost:5173)",
     )
-    dev.set_defaults(run=_run_dev)
+    dev.set_defaults(run=_settings(_run_dev))
     dev_commands = dev.add_subparsers(dest="dev_command")
     token = dev_commands.add_parser("token", help="print an access token from the dev issuer")
+    add_state_dir_argument(token)
     kind = token.add_mutually_exclusive_group()
-    kind.add_argument("--user", default="alice", help="a delegated (SPA) token for this user (default)")
+    kind.add_argument("--user", default="alice", help="a delegated (SPA) token for this user")
     for flag, holder in (
         ("app", "demo backend service"),
         ("agent", "demo agent"),
@@ -82,28 +96,43 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     token.set_defaults(kind="user")
 
 
-def _run_dev(args: argparse.Namespace) -> int:
+Command = Callable[[argparse.Namespace, Mapping[str, str]], int]
+
+
+def _settings(command: Command) -> Command:
+    """The server's settings problems (all of them listed) as the settings' one failure and exit status."""
+
+    def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+        try:
+            return command(args, environ)
+        except ConfigError as error:
+            raise CommandError(ExitCode.SETTINGS, str(error)) from None
+
+    return run
+
+
+def _run_dev(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.dev_command == "token":
-        from gateway.dev import mint  # noqa: PLC0415 - dev-only imports stay out of `serve`
+        from gateway.dev_state import mint  # noqa: PLC0415 - dev-only imports stay out of `serve`
 
-        print(mint(args.state_dir, args.kind, args.user))  # noqa: T201 - the token is the command's output
-        return 0
-    return _dev(args.port, args.issuer_port, args.livekit_port, args.state_dir, args.cors_origin)
+        print(mint(state_dir(args, environ), args.kind, args.user))  # noqa: T201 - the token is the output
+        return ExitCode.OK
+    from gateway.dev import running  # noqa: PLC0415
+
+    directory = state_dir(args, environ)
+    with running(directory, args.port, args.issuer_port, args.livekit_port, args.cors_origin) as env:
+        os.environ.update(env)  # granian's workers build the app from the environment, like `serve`
+        return _serve("127.0.0.1", args.port, 1, os.environ)
 
 
-def _fail(error: ConfigError) -> int:
-    print(f"lkps: {error}", file=sys.stderr)  # noqa: T201
-    return 2
-
-
-def _serve(host: str, port: int, workers: int, environ: dict[str, str] | os._Environ[str]) -> int:
-    try:
-        Settings.from_env(environ)  # refuse to start with every problem listed, before forking workers
-    except ConfigError as error:
-        return _fail(error)
+def _serve(host: str, port: int, workers: int, environ: Mapping[str, str]) -> int:
+    Settings.from_env(environ)  # refuse to start with every problem listed, before forking workers
     from granian import Granian  # noqa: PLC0415 - imported only by the command that runs it
     from granian.constants import Interfaces, Loops  # noqa: PLC0415
 
+    from gateway.ports import require_free  # noqa: PLC0415
+
+    require_free(host, port, "--port")
     Granian(
         "gateway.app:app_from_env",
         factory=True,
@@ -116,29 +145,23 @@ def _serve(host: str, port: int, workers: int, environ: dict[str, str] | os._Env
         log_access=False,  # lkps writes its own access line with request id and outcome
         workers_kill_timeout=30,
     ).serve()
-    return 0
+    return ExitCode.OK
 
 
-def _migrate() -> int:
+def _migrate(environ: Mapping[str, str]) -> int:
     from gateway.persistence.migrate import upgrade_url  # noqa: PLC0415
 
-    try:
-        url = database_url_from_env(os.environ)
-    except ConfigError as error:
-        return _fail(error)
-    revision = asyncio.run(upgrade_url(url))
+    url = database_url_from_env(environ)
+    revision = _on_database(url, lambda: upgrade_url(url))
     print(f"lkps: database at revision {revision}")  # noqa: T201
-    return 0
+    return ExitCode.OK
 
 
-def _prune(days: int | None, batch_size: int, dry_run: bool) -> int:
+def _prune(days: int | None, batch_size: int, dry_run: bool, environ: Mapping[str, str]) -> int:
     from gateway.persistence.db import create_engine  # noqa: PLC0415
     from gateway.persistence.retention import prune  # noqa: PLC0415
 
-    try:
-        url, configured_days = retention_from_env(os.environ)
-    except ConfigError as error:
-        return _fail(error)
+    url, configured_days = retention_from_env(environ)
     cutoff = datetime.now(UTC) - timedelta(days=days or configured_days)
 
     async def run() -> dict[str, int]:
@@ -148,18 +171,39 @@ def _prune(days: int | None, batch_size: int, dry_run: bool) -> int:
         finally:
             await engine.dispose()
 
-    counts = asyncio.run(run())
+    counts = _on_database(url, run)
     report = {
         "cutoff": cutoff.isoformat(),
         "dry_run": dry_run,
         "would_delete" if dry_run else "deleted": counts,
     }
     print(json.dumps(report))  # noqa: T201 - the report is the command's output (CronJob logs)
-    return 0
+    return ExitCode.OK
+
+
+def _on_database(url: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `work` against the database at `url`; a database that cannot be reached or opened is a
+    CommandError naming it (password hidden) and the setting to check."""
+    import asyncio  # noqa: PLC0415 - 0.15 s that `lkps dev token` does not need
+
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError  # noqa: PLC0415
+
+    try:
+        return asyncio.run(work())
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        where = make_url(url).render_as_string(hide_password=True)
+        message = f"the database {where} cannot be used ({reason}): is it running? check LKPS_DATABASE_URL"
+        raise CommandError(ExitCode.DATABASE_UNAVAILABLE, message) from None
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")
     return value
@@ -170,27 +214,6 @@ def _days(text: str) -> int:
     if value > MAX_RETENTION_DAYS:
         raise argparse.ArgumentTypeError(f"{value} is more than {MAX_RETENTION_DAYS}")
     return value
-
-
-def _dev(
-    port: int, issuer_port: int, livekit_port: int, state_dir: Path, cors_origins: list[str] | None
-) -> int:
-    from gateway.dev import instructions, start  # noqa: PLC0415
-
-    services = start(
-        state_dir, issuer_port=issuer_port, port=port, livekit_port=livekit_port, cors_origins=cors_origins
-    )
-    try:
-        os.environ.update(services.env)  # granian's workers build the app from the environment, like `serve`
-        # The printed commands must work in a fresh shell, where this virtualenv is not activated.
-        script = Path(sys.executable).with_name("lkps")
-        lkps = str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
-        base_url = f"http://127.0.0.1:{port}"
-        (state_dir / "url").write_text(base_url)  # where `lkps session start --dev` finds this service
-        print(instructions(services, base_url, lkps))  # noqa: T201
-        return _serve("127.0.0.1", port, 1, os.environ)
-    finally:
-        services.stop()
 
 
 if __name__ == "__main__":

@@ -11,22 +11,27 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import shutil
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from authz.clock import SystemClock
-from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DEMO_OPERATOR, DevIssuer, DevState
+from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevIssuer, DevState
 from gateway.dev_livekit import LiveKitConfig, LiveKitNotReady, LiveKitProcess, find_binary
+from gateway.dev_state import StateLock
 from gateway.persistence.agents import AgentRegistry, NewRegistration
 from gateway.persistence.db import create_engine
 from gateway.persistence.migrate import upgrade
+from gateway.ports import require_free
+from lkps.commands import CommandError, ExitCode
 
 DEMO_AGENT_REGISTRATION_DAYS = 30
-SPA_EXAMPLE_ORIGIN = "http://127.0.0.1:5173"  # where examples/spa's dev server listens
+# Where examples/spa's dev server listens, under both loopback spellings a browser may be pointed at.
+SPA_EXAMPLE_ORIGINS = ("http://127.0.0.1:5173", "http://localhost:5173")
 DEFAULT_LIVEKIT_PORT = 7880  # LiveKit's own default; media on the next two ports
 NO_LIVEKIT = (
     "lkps dev: no LiveKit server binary found, so none is started: sessions and tokens work, but nothing can "
@@ -42,7 +47,7 @@ def dev_environment(
     livekit_url: str = f"ws://127.0.0.1:{DEFAULT_LIVEKIT_PORT}",
 ) -> dict[str, str]:
     """The `LKPS_*` variables that point a gateway at the embedded issuer and the dev LiveKit server
-    (CORS: the SPA example's origin)."""
+    (CORS: the SPA example's origins)."""
     identity = state.identity
     return {
         "LKPS_ENVIRONMENT": "dev",
@@ -59,7 +64,7 @@ def dev_environment(
         "LKPS_LIVEKIT_API_SECRET": identity.livekit_api_secret,
         "LKPS_DATABASE_URL": f"sqlite+aiosqlite:///{state.dir.resolve() / 'lkps.db'}",
         "LKPS_LOG_FORMAT": "console",
-        "LKPS_CORS_ALLOWED_ORIGINS": ",".join(cors_origins or (SPA_EXAMPLE_ORIGIN,)),
+        "LKPS_CORS_ALLOWED_ORIGINS": ",".join(cors_origins or SPA_EXAMPLE_ORIGINS),
     }
 
 
@@ -89,29 +94,20 @@ async def prepare_database(state: DevState, database_url: str) -> str:
         await engine.dispose()
 
 
-@dataclass
-class DevServices:
-    """What `lkps dev` runs beside the gateway: the issuer, and LiveKit when a binary was found."""
-
-    issuer: DevIssuer
-    livekit: LiveKitProcess | None
-    env: dict[str, str]
-    agent_id: str
-
-    def stop(self) -> None:
-        if self.livekit is not None:
-            self.livekit.stop()
-        self.issuer.stop()
-
-
-def instructions(services: DevServices, base_url: str, lkps: str) -> str:
-    state, authority, agent_id, livekit = (
-        services.issuer.state,
-        services.issuer.authority,
-        services.agent_id,
-        services.livekit,
-    )
+def instructions(
+    state: DevState,
+    authority: str,
+    base_url: str,
+    agent_id: str,
+    lkps_script: str,
+    *,
+    livekit: LiveKitProcess | None,
+) -> str:
+    """The ready-to-paste commands; `lkps_script` is the `lkps` executable, made to work from anywhere."""
     backend = state.client(DEMO_BACKEND)
+    state_flag = f"--state-dir {shlex.quote(str(state.dir))}"
+    token = f"{lkps_script} dev token {state_flag}"
+    client = f"{lkps_script} {{command}} {state_flag}"
     token_url = f"{authority}/{state.identity.tenant_id}/oauth2/v2.0/token"
     body = shlex.quote(f'{{"agent_entra_app_id": "{agent_id}", "metadata": {{"language": "en"}}}}')
     livekit_line = (
@@ -124,10 +120,11 @@ lkps dev is running: {base_url}   (API docs: {base_url}/schema)
 Embedded Entra-compatible issuer: {authority}/{state.identity.tenant_id}/v2.0   (trust {state.ca_path})
 {livekit_line}
 Demo agent (registered, client authorization off): {agent_id}
-Python client, as the demo backend service: {lkps} session start --agent {agent_id}
+Python client, as the demo backend service: {client.format(command="session start")} --agent {agent_id}
+(from any directory; or export LKPS_DEV_STATE_DIR={shlex.quote(str(state.dir))} and drop --state-dir)
 
 # 1. A user token (what an MSAL SPA would hold), then start a session:
-TOKEN=$({lkps} dev token --user alice)
+TOKEN=$({token} --user alice)
 SESSION=$(curl -s -X POST {base_url}/api/session/start -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d {body}); echo "$SESSION"
 
@@ -138,65 +135,93 @@ TOKEN=$(curl -s --cacert {state.ca_path} {token_url} \\
      | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
 # 3. Register the demo agent yourself (an agent's app-only token):
-curl -s -X POST {base_url}/api/agent/register -H "Authorization: Bearer $({lkps} dev token --agent)" \\
+curl -s -X POST {base_url}/api/agent/register -H "Authorization: Bearer $({token} --agent)" \\
      -H 'Content-Type: application/json' -d '{{"enforce_client_authz": false}}'
 
 # 4. The admin API, as the demo operator app (role {state.identity.admin_role}): the sessions so far
-curl -s -H "Authorization: Bearer $({lkps} dev token --admin)" {base_url}/api/admin/sessions
+curl -s -H "Authorization: Bearer $({token} --admin)" {base_url}/api/admin/sessions
 
 # 5. End alice's session of step 1: lkps deletes its LiveKit room, disconnecting whoever joined it
 ROOM=$(echo "$SESSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["room_name"])')
-curl -s -X DELETE {base_url}/api/session/$ROOM -H "Authorization: Bearer $({lkps} dev token --user alice)"
+curl -s -X DELETE {base_url}/api/session/$ROOM -H "Authorization: Bearer $({token} --user alice)"
 """
 
 
-def start(
+@contextmanager
+def running(
     state_dir: Path,
-    *,
-    issuer_port: int,
     port: int,
+    issuer_port: int,
     livekit_port: int = DEFAULT_LIVEKIT_PORT,
     cors_origins: Sequence[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> DevServices:
-    """Start the issuer and (when there is a binary) LiveKit with webhooks to lkps on `port`, remember the
-    issuer's address for `lkps dev token`, prepare the database."""
-    state_dir = state_dir.resolve()
-    issuer = DevIssuer(DevState(state_dir), port=issuer_port).start()
-    (state_dir / "authority").write_text(issuer.authority)
-    identity = issuer.state.identity
-    livekit_config = LiveKitConfig(
-        port=livekit_port,
-        api_key=identity.livekit_api_key,
-        api_secret=identity.livekit_api_secret,
-        webhook_urls=(f"http://127.0.0.1:{port}/api/livekit/webhook",),
-    )
-    env = dev_environment(issuer.state, issuer.authority, cors_origins, livekit_config.url)
-    agent_id = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
-    binary = find_binary(os.environ if environ is None else environ)
-    livekit = None
-    if binary is None:
-        print(NO_LIVEKIT, file=sys.stderr)  # noqa: T201 - dev mode's one line for a missing piece
-    else:
-        try:
-            livekit = LiveKitProcess(binary, livekit_config, state_dir).start()
-        except LiveKitNotReady as error:
-            issuer.stop()
-            raise SystemExit(
-                f"lkps dev: {error} (is port {livekit_port} busy? choose another with --livekit-port)"
-            ) from None
-    return DevServices(issuer, livekit, env, agent_id)
+) -> Iterator[dict[str, str]]:
+    """Hold the state directory, start the issuer, prepare the database, start LiveKit (when there is a
+    binary) with webhooks to lkps on `port`, and print the instructions; yield the gateway's environment
+    while lkps serves on `port`.
 
-
-def mint(state_dir: Path, kind: str, user: str) -> str:
-    """`lkps dev token`: a token from the running dev issuer's keys (user, or the backend, agent or
-    operator app)."""
-    state = DevState(state_dir)
+    The lock and the port checks come before anything is written, so a second `lkps dev` on the same
+    state, or on a busy port, changes nothing of the one running.
+    """
+    lock = StateLock(state_dir)
+    if state_dir.exists():
+        lock.acquire()  # another `lkps dev` on this state is the first thing to say, before its ports
     try:
-        authority = (state_dir / "authority").read_text().strip()
-    except FileNotFoundError:
-        raise SystemExit(f"no dev issuer has run with state in {state_dir}; start `lkps dev` first") from None
-    if kind == "user":
-        return state.user_token(authority, user)
-    clients = {"app": DEMO_BACKEND, "agent": DEMO_AGENT, "admin": DEMO_OPERATOR}
-    return state.app_token(authority, state.client(clients[kind]))
+        require_free("127.0.0.1", port, "--port")
+        require_free("127.0.0.1", issuer_port, "--issuer-port", "the dev issuer")
+        for livekit_port_used in (livekit_port, livekit_port + 1):
+            require_free("127.0.0.1", livekit_port_used, "--livekit-port", "the dev LiveKit server")
+        if not lock.held:
+            lock.acquire()  # a new state directory is created only once the ports are known to be free
+        issuer = DevIssuer(DevState(state_dir), port=issuer_port).start()
+        try:
+            (state_dir / "authority").write_text(issuer.authority)  # where `lkps dev token` finds it
+            base_url = f"http://127.0.0.1:{port}"
+            (state_dir / "url").write_text(base_url)  # where `lkps session start` finds this service
+            identity = issuer.state.identity
+            livekit_config = LiveKitConfig(
+                port=livekit_port,
+                api_key=identity.livekit_api_key,
+                api_secret=identity.livekit_api_secret,
+                webhook_urls=(f"{base_url}/api/livekit/webhook",),
+            )
+            env = dev_environment(issuer.state, issuer.authority, cors_origins, livekit_config.url)
+            agent_id = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
+            livekit = start_livekit(livekit_config, state_dir)
+            try:
+                print(  # noqa: T201
+                    instructions(
+                        issuer.state, issuer.authority, base_url, agent_id, lkps_script(), livekit=livekit
+                    )
+                )
+                yield env
+            finally:
+                if livekit is not None:
+                    livekit.stop()
+        finally:
+            issuer.stop()
+    finally:
+        lock.release()
+
+
+def start_livekit(
+    config: LiveKitConfig, state_dir: Path, environ: Mapping[str, str] | None = None
+) -> LiveKitProcess | None:
+    """The dev LiveKit server, started and answering; None (said in one line) when there is no binary."""
+    environ = os.environ if environ is None else environ
+    binary = find_binary(environ)
+    if binary is None:
+        configured = environ.get("LKPS_LIVEKIT_SERVER_BIN")
+        why = f"LKPS_LIVEKIT_SERVER_BIN={configured} is not an executable file" if configured else NO_LIVEKIT
+        print(f"lkps dev: {why}" if configured else why, file=sys.stderr)  # noqa: T201
+        return None
+    try:
+        return LiveKitProcess(binary, config, state_dir).start()
+    except LiveKitNotReady as error:
+        raise CommandError(ExitCode.LIVEKIT, f"lkps dev: {error}") from None
+
+
+def lkps_script() -> str:
+    """The `lkps` executable by absolute path: the printed commands must work in a fresh shell, where this
+    virtualenv is not activated, and from any directory."""
+    script = Path(sys.executable).with_name("lkps")
+    return str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"

@@ -1,14 +1,26 @@
-"""OpenAPI helpers: document bodies that handlers decode themselves, and the shared error responses."""
+"""OpenAPI helpers: document bodies that handlers decode themselves, the shared error responses, and the
+documentation UI served from the package (no CDN: the docs work on an air-gapped network)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgspec
+from litestar.datastructures import CacheControlHeader
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.router import Router
+from litestar.static_files import create_static_files_router
 
 from gateway.errors import ErrorBody
+
+# swagger-ui-dist from npm, vendored by scripts/vendor-openapi-ui; the version is in the URL, so browsers
+# may cache the assets for good.
+SWAGGER_UI_VERSION = "5.35.0"
+UI_ASSETS_PATH = f"/schema/assets/swagger-ui-{SWAGGER_UI_VERSION}"
+_UI_ASSETS = Path(__file__).with_name("openapi_ui") / f"swagger-ui-{SWAGGER_UI_VERSION}"
 
 
 def documented_body(struct: type[msgspec.Struct]) -> dict[str, Provide]:
@@ -44,3 +56,21 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         )
         for status in statuses
     }
+
+
+def documentation_ui() -> tuple[SwaggerRenderPlugin, Router]:
+    """The OpenAPI UI at `/schema` (and `/schema/swagger`), and the route that serves its assets."""
+    plugin = SwaggerRenderPlugin(
+        js_url=f"{UI_ASSETS_PATH}/swagger-ui-bundle.js",
+        css_url=f"{UI_ASSETS_PATH}/swagger-ui.css",
+        standalone_preset_js_url=f"{UI_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{UI_ASSETS_PATH}/favicon-32x32.png'>",
+    )
+    assets = create_static_files_router(
+        path=UI_ASSETS_PATH,
+        directories=[_UI_ASSETS],
+        include_in_schema=False,
+        cache_control=CacheControlHeader(max_age=365 * 86400, public=True),
+        name="openapi_ui_assets",
+    )
+    return plugin, assets

@@ -12,20 +12,53 @@ with LkpsClient("https://lkps.example.com", credential) as lkps:
 
 from __future__ import annotations
 
-from lkps.client import AgentRegistration, EndedSession, LkpsClient, Session
-from lkps.credentials import EntraCredential, TokenProvider
-from lkps.errors import (
-    ConnectionFailed,
-    CredentialError,
-    Forbidden,
-    InvalidRequest,
-    LkpsError,
-    NotFound,
-    RateLimited,
-    ServiceUnavailable,
-    Unauthorized,
-)
-from lkps.worker_settings import AsyncWorkerSettingsProvider, WorkerSettingsProvider, worker_environment
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lkps.client import AgentRegistration, EndedSession, LkpsClient, Session
+    from lkps.credentials import EntraCredential, TokenProvider
+    from lkps.errors import (
+        ConnectionFailed,
+        CredentialError,
+        Forbidden,
+        InvalidRequest,
+        LkpsError,
+        NotFound,
+        RateLimited,
+        ServiceUnavailable,
+        Unauthorized,
+    )
+    from lkps.worker_settings import AsyncWorkerSettingsProvider, WorkerSettingsProvider, worker_environment
+
+# Where each public name lives. They load on first use: `lkps dev token` and the `lkps` command's parser
+# import `lkps.commands` without paying for httpx and MSAL.
+_HOMES = {
+    "AgentRegistration": "lkps.client",
+    "EndedSession": "lkps.client",
+    "LkpsClient": "lkps.client",
+    "Session": "lkps.client",
+    "EntraCredential": "lkps.credentials",
+    "TokenProvider": "lkps.credentials",
+    **dict.fromkeys(
+        (
+            "ConnectionFailed",
+            "CredentialError",
+            "Forbidden",
+            "InvalidRequest",
+            "LkpsError",
+            "NotFound",
+            "RateLimited",
+            "ServiceUnavailable",
+            "Unauthorized",
+        ),
+        "lkps.errors",
+    ),
+    **dict.fromkeys(
+        ("AsyncWorkerSettingsProvider", "WorkerSettingsProvider", "worker_environment"),
+        "lkps.worker_settings",
+    ),
+}
+
 
 __all__ = [
     "AgentRegistration",
@@ -47,3 +80,12 @@ __all__ = [
     "WorkerSettingsProvider",
     "worker_environment",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'lkps' has no attribute {name!r}")
+    from importlib import import_module  # noqa: PLC0415
+
+    return getattr(import_module(home), name)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from lkps.errors import (
     ConnectionFailed,
@@ -28,7 +29,9 @@ from lkps.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from lkps.worker_settings import WorkerSettingsProvider, worker_environment
+
+if TYPE_CHECKING:  # the client (httpx, MSAL) loads with the provider; `lkps --help` needs only this table
+    from lkps.worker_settings import WorkerSettingsProvider
 
 Say = Callable[[str], None]
 
@@ -126,6 +129,8 @@ def run_agent(
     )
     # The worker gets its worker settings and nothing of the agent's Entra credential.
     env = {name: value for name, value in environ.items() if not name.startswith("LKPS_CLIENT_")}
+    from lkps.worker_settings import worker_environment  # noqa: PLC0415 - see the imports
+
     env.update(worker_environment(registration))
     with _forwarding_signals() as forward_to:
         try:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from lkps.client import LkpsClient
 from lkps.credentials import DEFAULT_AUTHORITY, EntraCredential
@@ -92,6 +93,8 @@ class ClientConfig:
             required(name)
             for name in ("LKPS_CLIENT_URL", "LKPS_CLIENT_TENANT_ID", "LKPS_CLIENT_ID", "LKPS_CLIENT_SCOPE")
         )
+        if url and (problem := _url_problem(url)):
+            problems.append(problem)
         secret, certificate = value("LKPS_CLIENT_SECRET"), value("LKPS_CLIENT_CERTIFICATE")
         if (secret is None) == (certificate is None):
             problems.append("set exactly one of LKPS_CLIENT_SECRET(_FILE) and LKPS_CLIENT_CERTIFICATE")
@@ -141,4 +144,20 @@ class ClientConfig:
         )
 
     def with_url(self, url: str | None) -> ClientConfig:
-        return self if url is None else replace(self, url=url)
+        if url is None:
+            return self
+        if problem := _url_problem(url):
+            raise ClientConfigError([problem])
+        return replace(self, url=url)
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot be lkps's base URL (a typo would otherwise surface as "cannot be reached")."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what refuses `host:notaport`
+    except ValueError as exc:
+        return f"LKPS_CLIENT_URL (--url) {url!r} is not a URL ({exc})"
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return f"LKPS_CLIENT_URL (--url) {url!r} must be an http:// or https:// URL, e.g. https://lkps.example.com"
+    return None

@@ -1,11 +1,10 @@
-"""The async SQLAlchemy engine, tuned per backend, and the readiness ping."""
+"""The async SQLAlchemy engine, tuned per backend."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
@@ -33,13 +32,3 @@ def create_engine(url: str, pool_size: int = 10, pool_timeout: float = 5.0) -> A
         pool_recycle=1800,
         connect_args={"timeout": 5, "command_timeout": 10},
     )
-
-
-async def ping(engine: AsyncEngine, within_seconds: float = 2.0) -> bool:
-    """True when the database answers `select 1` within `within_seconds`."""
-    try:
-        async with asyncio.timeout(within_seconds), engine.connect() as conn:
-            await conn.execute(text("select 1"))
-    except Exception:
-        return False
-    return True

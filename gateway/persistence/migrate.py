@@ -1,7 +1,9 @@
-"""Schema migrations: bring a database to the head revision, or tell whether it is there."""
+"""Schema migrations: bring a database to the head revision, or tell whether it is there (readiness)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,33 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+@functools.cache
+def _older_revisions() -> frozenset[str]:
+    """Every revision this code knows that is not its head: a database there is not migrated yet."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return frozenset(script.revision for script in scripts.walk_revisions()) - {scripts.get_current_head()}
+
+
+async def database_status(engine: AsyncEngine, within_seconds: float = 2.0) -> str:
+    """Readiness of the database: `ok`, `unreachable` (no answer within `within_seconds`) or what to do.
+
+    A revision this code does not know is a newer one (a rolling upgrade migrated first), and is ready: the
+    migrations only add to the schema. An empty or older schema would make every request fail.
+    """
+    try:
+        async with asyncio.timeout(within_seconds), engine.connect() as conn:
+            revision = await conn.run_sync(_read_revision)
+    except Exception:
+        return "unreachable"
+    if revision is None or revision in _older_revisions():
+        return f"not migrated (revision {revision or 'none'}, head {head_revision()}): run `lkps migrate`"
+    return "ok"
+
+
+def _read_revision(connection: Any) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     def run(connection: Any) -> None:
         config = alembic_config()
@@ -37,11 +66,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
-    def read(connection: Any) -> str | None:
-        return MigrationContext.configure(connection).get_current_revision()
-
     async with engine.connect() as conn:
-        return await conn.run_sync(read)
+        return await conn.run_sync(_read_revision)
 
 
 async def upgrade_url(url: str) -> str | None:

@@ -1,5 +1,6 @@
 """Health endpoints: `live` answers with no I/O (restarts only a wedged process), `ready` reports
-whether this replica should receive traffic (database answers, signing keys loaded, not draining)."""
+whether this replica should receive traffic (database answers at the schema's head revision, signing keys
+loaded, not draining)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from gateway.persistence.db import ping
+from gateway.persistence.migrate import database_status
 from gateway.services import services_of
 
 
@@ -24,7 +25,7 @@ class Health(msgspec.Struct):
 async def _checks(request: Request[Any, Any, Any]) -> dict[str, str]:
     services = services_of(request)
     return {
-        "database": "ok" if await ping(services.engine) else "unreachable",
+        "database": await database_status(services.engine),
         "signing_keys": "ok" if services.validator.ready else "unavailable",
         "draining": "yes" if services.draining else "no",
     }

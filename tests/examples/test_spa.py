@@ -1,5 +1,7 @@
 """The browser example end to end: headless Chromium signs in with MSAL, starts a session both ways and
-joins each room on `lkps dev`'s real LiveKit server with a fake microphone."""
+joins each room on `lkps dev`'s real LiveKit server with a fake microphone; and every failure a newcomer
+meets (untrusted issuer certificate, an origin lkps does not allow, lkps refusing) is shown on the page as
+what failed and what to do."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import json
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,32 +66,42 @@ async def room_participants(livekit_url: str, key: str, secret: str, room: str) 
         await lk.aclose()
 
 
-def test_browser_signs_in_and_joins_real_rooms(lkps_dev: DevService, tmp_path: Path) -> None:
-    """MSAL signs in against the dev issuer; both session paths give the page a token that verifies and
-    joins its room on the real LiveKit server, where the page's microphone track is published; the page
-    shows the connection state and the participants, and the test keeps a screenshot of it."""
-    require_livekit()
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example, built once for the module."""
     assert (SPA_DIR / "node_modules" / "playwright-core").is_dir(), "run: npm ci --prefix examples/spa"
     assert CHROMIUM.exists(), "install Debian's chromium (scripts/test does)"
     npm = shutil.which("npm")
     assert npm, "npm is required to build the example"
-    site = tmp_path / "site"
+    site = tmp_path_factory.mktemp("spa") / "site"
     built = run(npm, "run", "build", "--silent", "--", "--outdir", str(site))
     assert built.returncode == 0, built.stdout + built.stderr
+    return site
+
+
+def drive(
+    lkps_dev: DevService,
+    built_site: Path,
+    tmp_path: Path,
+    *,
+    origin: str | None = None,
+    trust_issuer: bool = True,
+    agent_id: str | None = None,
+    while_connected: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Serve the example at `origin` (default: the one lkps allows) for `lkps dev`, and drive it in Chromium;
+    `while_connected` looks at what the page showed while the page is still in its rooms."""
+    site = tmp_path / "site"
+    shutil.copytree(built_site, site)
     configured = run("node", "scripts/dev-config.mjs", str(lkps_dev.state.dir), str(site / "config.json"))
     assert configured.returncode == 0, configured.stderr
-
-    screenshot = tmp_path / "spa.png"
-    with static_server(site, lkps_dev.spa_origin) as page:
+    if agent_id is not None:
+        config = json.loads((site / "config.json").read_text())
+        (site / "config.json").write_text(json.dumps(config | {"agentId": agent_id}))
+    spki = lkps_dev.issuer_spki_hash() if trust_issuer else "-"
+    with static_server(site, origin or lkps_dev.spa_origin) as page:
         browser = subprocess.Popen(
-            [
-                "node",
-                "e2e/sign-in.mjs",
-                page,
-                str(screenshot),
-                lkps_dev.issuer_spki_hash(),
-                str(tmp_path / "chromium"),
-            ],
+            ["node", "e2e/sign-in.mjs", page, str(tmp_path / "spa.png"), spki, str(tmp_path / "chromium")],
             cwd=SPA_DIR,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -99,12 +112,24 @@ def test_browser_signs_in_and_joins_real_rooms(lkps_dev: DevService, tmp_path: P
             assert browser.stdout is not None
             result = json.loads(browser.stdout.readline() or "{}")
             assert "failure" not in result, json.dumps(result, indent=2)
-            check_page(lkps_dev, result)
+            if while_connected is not None:
+                while_connected(result)
         finally:
             _, errors = browser.communicate(timeout=60)  # closing stdin lets the page go
-        assert browser.returncode == 0, errors
-    assert screenshot.read_bytes().startswith(b"\x89PNG")
-    shutil.copy(screenshot, SCREENSHOT)
+    assert browser.returncode == 0, json.dumps(result, indent=2) + errors
+    assert (tmp_path / "spa.png").read_bytes().startswith(b"\x89PNG")
+    return dict(result)
+
+
+def test_browser_signs_in_and_joins_real_rooms(
+    lkps_dev: DevService, built_site: Path, tmp_path: Path
+) -> None:
+    """MSAL signs in against the dev issuer; both session paths give the page a token that verifies and
+    joins its room on the real LiveKit server, where the page's microphone track is published; the page
+    shows the connection state and the participants, and the test keeps a screenshot of it."""
+    require_livekit()
+    drive(lkps_dev, built_site, tmp_path, while_connected=lambda result: check_page(lkps_dev, result))
+    shutil.copy(tmp_path / "spa.png", SCREENSHOT)
 
 
 def check_page(lkps_dev: DevService, result: dict[str, Any]) -> None:
@@ -115,6 +140,7 @@ def check_page(lkps_dev: DevService, result: dict[str, Any]) -> None:
     rooms = set()
     for panel in ("session-api", "token-endpoint"):
         shown = result["panels"][panel]
+        assert shown["error"] == ""
         claims = verify_python(
             shown["participantToken"], identity.livekit_api_key, identity.livekit_api_secret
         )
@@ -138,3 +164,41 @@ def check_page(lkps_dev: DevService, result: dict[str, Any]) -> None:
         assert participant.identity == "ALICE"
         assert [track.type for track in participant.tracks] == [api.TrackType.AUDIO]
     assert len(rooms) == 2
+
+
+def test_an_untrusted_issuer_certificate_says_how_to_trust_it(
+    lkps_dev: DevService, built_site: Path, tmp_path: Path
+) -> None:
+    """A browser that does not trust the dev CA gets, on Sign in, the URL to accept and the CA file to import."""
+    result = drive(lkps_dev, built_site, tmp_path, trust_issuer=False)
+    assert result["account"] == "Not signed in."
+    assert "does not trust its certificate" in result["error"]
+    assert f"{lkps_dev.authority}/" in result["error"]
+    assert ".lkps-dev/ca.pem" in result["error"]
+    assert "examples/spa/README.md" in result["error"]
+
+
+def test_an_origin_lkps_does_not_allow_is_named_with_the_fix(
+    lkps_dev: DevService, built_site: Path, tmp_path: Path
+) -> None:
+    """The page opened at localhost while lkps allows only 127.0.0.1 says it is CORS, naming the origin and
+    `--cors-origin`, on both session paths (not just "Failed to fetch")."""
+    origin = lkps_dev.spa_origin.replace("127.0.0.1", "localhost")
+    result = drive(lkps_dev, built_site, tmp_path, origin=origin)
+    assert result["account"] == "Signed in as Alice (alice@dev.lkps.invalid)."
+    for panel in ("session-api", "token-endpoint"):
+        error = result["panels"][panel]["error"]
+        assert f"does not allow this page's origin {origin} (CORS)" in error, error
+        assert f"--cors-origin {origin}" in error
+
+
+def test_an_lkps_refusal_shows_lkps_message(lkps_dev: DevService, built_site: Path, tmp_path: Path) -> None:
+    """An agent that is not connected: both paths show lkps's status, code and message, with the request id."""
+    agent = str(uuid.uuid4())
+    result = drive(lkps_dev, built_site, tmp_path, agent_id=agent)
+    for panel in ("session-api", "token-endpoint"):
+        error = result["panels"][panel]["error"]
+        assert error.startswith(
+            f"lkps refused the session (404 agent_not_connected): Agent with app ID '{agent}' is not connected"
+        ), error
+        assert "(request id " in error

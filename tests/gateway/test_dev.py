@@ -364,3 +364,17 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_dev_allows_both_loopback_spellings_of_the_example(tmp_path: Path) -> None:
+    """Without --cors-origin, lkps dev allows the browser example at 127.0.0.1 and at localhost; with it,
+    exactly the origins given."""
+    state = DevState(tmp_path / "state")
+    default = dev_environment(state, "https://127.0.0.1:8001")["LKPS_CORS_ALLOWED_ORIGINS"]
+    assert default.split(",") == ["http://127.0.0.1:5173", "http://localhost:5173"]
+    chosen = dev_environment(state, "https://127.0.0.1:8001", ["http://127.0.0.1:3000"])
+    assert chosen["LKPS_CORS_ALLOWED_ORIGINS"] == "http://127.0.0.1:3000"
+    assert Settings.from_env(dev_environment(state, "https://127.0.0.1:8001")).cors_allowed_origins == (
+        "http://127.0.0.1:5173",
+        "http://localhost:5173",
+    )

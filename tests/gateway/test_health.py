@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from gateway.persistence.db import create_engine
+from gateway.persistence.migrate import upgrade
 from tests.gateway.conftest import Gateway, running_gateway
 from tests.support.db import unreachable
 
@@ -45,6 +49,31 @@ async def test_not_ready_when_the_database_is_unreachable(database_url: str) -> 
         response = await gateway.client.get("/api/health/ready")
         assert response.status_code == 503
         assert response.json()["checks"]["database"] == "unreachable"
+
+
+async def test_not_ready_on_an_unmigrated_database(tmp_path: Path) -> None:
+    """An empty database, and one at an older revision, make readiness and health 503 naming `lkps migrate`."""
+    older = tmp_path / "older.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{older}", pool_size=1)
+    await upgrade(engine, "0001")
+    await engine.dispose()
+    for path, revision in ((tmp_path / "empty.db", "none"), (older, "0001")):
+        async for gateway in running_gateway(f"sqlite+aiosqlite:///{path}"):
+            for endpoint in ("/api/health/ready", "/api/health"):
+                response = await gateway.client.get(endpoint)
+                assert response.status_code == 503
+                database = response.json()["checks"]["database"]
+                assert database.startswith(f"not migrated (revision {revision}, head ")
+                assert database.endswith("run `lkps migrate`")
+
+
+async def test_a_newer_schema_is_ready(database_url: str) -> None:
+    """A revision this code does not know (a rolling upgrade migrated first) keeps the replica ready."""
+    async for gateway in running_gateway(database_url):
+        async with gateway.db.begin() as conn:
+            await conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+        response = await gateway.client.get("/api/health/ready")
+        assert response.status_code == 200, response.text
 
 
 async def test_metrics_are_exposed(gateway: Gateway) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gateway.schemas import AgentRegisterRequest, SessionStartRequest
@@ -69,3 +71,19 @@ async def test_public_health_needs_no_credentials_and_documents_503(gateway: Gat
     assert operation["security"] == [{}]
     assert "503" in operation["responses"]
     assert document["paths"]["/api/session/start"]["post"].get("security", document["security"]) != []
+
+
+async def test_the_documentation_ui_needs_nothing_but_lkps(gateway: Gateway) -> None:
+    """`/schema` references only lkps's own paths (no CDN), and each asset it loads is served, non-empty."""
+    page = await gateway.client.get("/schema")
+    assert page.status_code == 200
+    assert "SwaggerUIBundle" in page.text
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert len(urls) == 4, urls  # the bundle, its preset, the stylesheet, the icon
+    assert [url for url in urls if not url.startswith("/schema/assets/")] == []
+    for url in urls:
+        asset = await gateway.client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 500, url
+        assert "max-age" in asset.headers["cache-control"]
+    assert (await gateway.client.get("/schema/openapi.json")).status_code == 200

@@ -20,6 +20,7 @@ from gateway.ratelimit import (
 from tests.gateway.conftest import Gateway, running_gateway
 from tests.gateway.test_session_start import assert_error
 from tests.support.clock import FakeClock
+from tests.support.groups import skip_unless_available
 
 pytestmark = pytest.mark.anyio
 REDIS_URL = os.environ.get("LKPS_TEST_REDIS_URL")
@@ -61,10 +62,12 @@ class TestMemory:
         assert build_rate_limiter(0, 10, None, FakeClock(), CollectorRegistry()) is None
 
 
-@pytest.fixture(params=[REDIS_URL] if REDIS_URL else [], ids=["redis"] if REDIS_URL else [])
-def redis_url(request: pytest.FixtureRequest) -> str:
+@pytest.fixture
+def redis_url() -> str:
     """The real Redis server named by LKPS_TEST_REDIS_URL (CI sets it; `scripts/test` finds a local one)."""
-    return str(request.param)
+    skip_unless_available("redis")
+    assert REDIS_URL is not None
+    return REDIS_URL
 
 
 class TestRedis:

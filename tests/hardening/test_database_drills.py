@@ -25,13 +25,14 @@ from tests.support.db import (
     dedicated_postgres,
     drop_postgres,
 )
+from tests.support.groups import needs
 
 pytestmark = pytest.mark.anyio
 
 # LKPS_DATABASE_POOL_TIMEOUT_SECONDS in these drills: short of the default 5 s, so the wait shows the
 # setting is applied, and past readiness's own 2 s bound, so the two cannot be confused.
 POOL_TIMEOUT = 3.5
-needs_postgres = pytest.mark.skipif(POSTGRES_SERVER is None, reason="needs LKPS_TEST_POSTGRES_URL")
+needs_postgres = needs("postgres")
 
 
 @pytest.fixture

@@ -2,11 +2,13 @@
 import { type AccountInfo, PublicClientApplication } from "@azure/msal-browser";
 
 import type { AppConfig } from "./config";
+import { Failure, signInFailed } from "./failures";
 
 export class Auth {
   private constructor(
     private readonly msal: PublicClientApplication,
     private readonly scopes: string[],
+    private readonly authority: string,
   ) {}
 
   static async create(config: AppConfig): Promise<Auth> {
@@ -21,23 +23,35 @@ export class Auth {
       cache: { cacheLocation: "sessionStorage" },
     });
     await msal.initialize();
-    const redirect = await msal.handleRedirectPromise(); // completes a sign-in that just came back
-    if (redirect?.account) msal.setActiveAccount(redirect.account);
-    return new Auth(msal, [config.scope]);
+    try {
+      const redirect = await msal.handleRedirectPromise(); // completes a sign-in that just came back
+      if (redirect?.account) msal.setActiveAccount(redirect.account);
+    } catch (error) {
+      throw await signInFailed(config.authority, error);
+    }
+    return new Auth(msal, [config.scope], config.authority);
   }
 
   get account(): AccountInfo | null {
     return this.msal.getActiveAccount() ?? this.msal.getAllAccounts()[0] ?? null;
   }
 
-  signIn(): Promise<void> {
-    return this.msal.loginRedirect({ scopes: this.scopes });
+  async signIn(): Promise<void> {
+    try {
+      await this.msal.loginRedirect({ scopes: this.scopes });
+    } catch (error) {
+      throw await signInFailed(this.authority, error);
+    }
   }
 
   /** An Entra access token for lkps, from MSAL's cache while it lasts. */
   async accessToken(): Promise<string> {
     const account = this.account;
-    if (!account) throw new Error("Sign in first.");
-    return (await this.msal.acquireTokenSilent({ scopes: this.scopes, account })).accessToken;
+    if (!account) throw new Failure("Not signed in.", "Sign in first.");
+    try {
+      return (await this.msal.acquireTokenSilent({ scopes: this.scopes, account })).accessToken;
+    } catch (error) {
+      throw await signInFailed(this.authority, error);
+    }
   }
 }

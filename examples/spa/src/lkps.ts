@@ -1,15 +1,11 @@
 // The two ways a browser app starts a session through lkps, and the LiveKit connection that follows.
 import { Room, RoomEvent, TokenSource } from "livekit-client";
 
+import { lkpsRefused, lkpsUnreachable } from "./failures";
+
 export interface Started {
   serverUrl: string;
   participantToken: string;
-}
-
-interface LkpsError {
-  error: string;
-  message: string;
-  request_id: string;
 }
 
 /** lkps's own API: `POST /api/session/start` with the agent id and metadata. */
@@ -19,16 +15,19 @@ export async function startWithSessionApi(
   agentId: string,
   metadata: Record<string, unknown>,
 ): Promise<Started> {
-  const response = await fetch(`${lkpsUrl}/api/session/start`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${accessToken}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ agent_entra_app_id: agentId, metadata }),
-  });
-  const body = await response.json();
-  if (!response.ok) {
-    const error = body as LkpsError;
-    throw new Error(`${response.status} ${error.error}: ${error.message} (request ${error.request_id})`);
+  let response: Response;
+  try {
+    response = await fetch(`${lkpsUrl}/api/session/start`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${accessToken}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ agent_entra_app_id: agentId, metadata }),
+    });
+  } catch {
+    throw await lkpsUnreachable(lkpsUrl);
   }
+  const text = await response.text();
+  if (!response.ok) throw lkpsRefused(response.status, text);
+  const body = JSON.parse(text);
   return { serverUrl: body.livekit_url, participantToken: body.participant_token };
 }
 
@@ -44,7 +43,15 @@ export async function startWithTokenSource(
   const source = TokenSource.endpoint(`${lkpsUrl}/api/livekit/token`, {
     headers: { Authorization: `Bearer ${accessToken}` },
   });
-  return source.fetch({ agentName: agentId, agentMetadata: JSON.stringify(metadata), participantName });
+  try {
+    return await source.fetch({ agentName: agentId, agentMetadata: JSON.stringify(metadata), participantName });
+  } catch (error) {
+    if (error instanceof TypeError) throw await lkpsUnreachable(lkpsUrl); // fetch() itself failed
+    // livekit-client reports a refusal as "...: received <status> / <body>".
+    const refusal = /received (\d+) \/ (.*)$/s.exec(error instanceof Error ? error.message : "");
+    if (refusal) throw lkpsRefused(Number(refusal[1]), refusal[2]);
+    throw error;
+  }
 }
 
 /** What the page shows of a room as it changes. */

@@ -1,6 +1,7 @@
 // The page: sign in, start a session either way, show what the participant token grants, connect.
 import { Auth } from "./auth";
 import { loadConfig } from "./config";
+import { readable } from "./failures";
 import { type RoomView, type Started, connect, startWithSessionApi, startWithTokenSource } from "./lkps";
 
 const $ = <T extends HTMLElement>(selector: string): T => document.querySelector<T>(selector)!;
@@ -56,7 +57,10 @@ async function main(): Promise<void> {
   const config = await loadConfig();
   const auth = await Auth.create(config);
   const account = auth.account;
-  $("#sign-in").onclick = () => void auth.signIn();
+  $("#sign-in").onclick = () => {
+    $("#error").textContent = "";
+    auth.signIn().catch(fail);
+  };
   if (account) {
     $("#account").textContent = `Signed in as ${account.name} (${account.username}).`;
     $("#account").dataset.signedIn = "true";
@@ -70,7 +74,7 @@ async function main(): Promise<void> {
         const started = await start(await auth.accessToken());
         await connect(started, show($(panel), started));
       } catch (error) {
-        $("#error").textContent = error instanceof Error ? error.message : String(error);
+        fail(error);
       }
     };
   };
@@ -82,6 +86,9 @@ async function main(): Promise<void> {
   );
 }
 
-main().catch((error) => {
-  $("#error").textContent = error instanceof Error ? error.message : String(error);
-});
+/** Every failure ends here, shown on the page (what failed, what to do), never only in the console. */
+function fail(error: unknown): void {
+  $("#error").textContent = readable(error);
+}
+
+main().catch(fail);
