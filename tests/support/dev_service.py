@@ -101,9 +101,11 @@ def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService
     livekit_port = free_port_run(3)
     command += ["--issuer-port", str(free_port()), "--livekit-port", str(livekit_port)]
     command += ["--cors-origin", spa_origin]
+    # The one variable passed on: the suite's LiveKit server binary, wherever the run found it.
+    binary = {k: v for k, v in os.environ.items() if k == "LKPS_LIVEKIT_SERVER_BIN"}
     with (directory / "lkps-dev.log").open("w") as log:
         process = subprocess.Popen(
-            command, cwd=directory, env=clean_environment(), stdout=log, stderr=subprocess.STDOUT
+            command, cwd=directory, env=clean_environment() | binary, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             url = f"http://127.0.0.1:{port}"

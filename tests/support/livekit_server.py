@@ -6,8 +6,9 @@ database with the demo agent registered, a LiveKit server started by lkps's own 
 sends its webhooks both to lkps and to a recorder, so tests can replay and tamper with the server's own
 requests. Participants are the official realtime SDK in processes of their own (`rtc_participant`).
 
-Without a server binary the tests skip with one reason; with `LKPS_TEST_REQUIRE` naming `livekit` (CI)
-they fail instead.
+They belong to the `livekit` test group (tests/support/groups.py): without a server binary at
+`LKPS_LIVEKIT_SERVER_BIN` they skip with one reason in the summary; with `LKPS_TEST_REQUIRE` naming
+`livekit` (CI) the run fails instead.
 """
 
 from __future__ import annotations
@@ -27,29 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-
 from authz.dev_issuer import DEMO_OPERATOR
 from bench.harness import Deployment, Server
 from gateway.dev_livekit import LiveKitConfig, LiveKitProcess, find_binary
 from tests.support.dev_service import free_port_run
+from tests.support.groups import skip_unless_available
 
-LIVEKIT_BINARY = find_binary(os.environ)
-MISSING_REASON = (
-    "no LiveKit server binary: run scripts/livekit-server (builds it once with Go) "
-    "or set LKPS_LIVEKIT_SERVER_BIN"
-)
 REPO = Path(__file__).resolve().parents[2]
 
 
 def require_livekit() -> Path:
-    """The server binary, or skip (fail when the run requires the LiveKit group)."""
-    if LIVEKIT_BINARY is not None:
-        return LIVEKIT_BINARY
-    required = {g.strip() for g in os.environ.get("LKPS_TEST_REQUIRE", "").split(",")}
-    if "livekit" in required:
-        pytest.fail(f"LKPS_TEST_REQUIRE names livekit, but there is {MISSING_REASON}")
-    pytest.skip(MISSING_REASON)
+    """The server binary of the `livekit` group, or skip the calling test with the group's reason."""
+    skip_unless_available("livekit")
+    binary = find_binary(os.environ)
+    assert binary is not None  # the group is available: LKPS_LIVEKIT_SERVER_BIN is an executable
+    return binary
 
 
 @dataclass(frozen=True)
