@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from authz.dev_issuer import DEMO_OPERATOR
 from bench.harness import Deployment, Server
 from gateway.dev_livekit import LiveKitConfig, LiveKitProcess, find_binary
