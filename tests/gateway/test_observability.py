@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from structlog.testing import capture_logs
 
 from tests.gateway.conftest import Gateway
+from tests.support.asgi import raw_request
 
 pytestmark = pytest.mark.anyio
 
@@ -84,3 +87,37 @@ async def test_unexpected_failure_is_a_500_without_details(gateway: Gateway) -> 
     assert "internal detail" not in response.text
     assert response.json()["error"] == "internal_error"
     assert any(entry["event"] == "unhandled_exception" for entry in logs)
+
+
+async def _series(gateway: Gateway) -> set[str]:
+    """The metric series /metrics exposes (name and labels, without values)."""
+    text = (await gateway.client.get("/metrics")).text
+    return {line.rpartition(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+async def _made_up_requests(gateway: Gateway, count: int) -> None:
+    for index in range(count):
+        method = "X" * (8192 if index % 2 else 12) + os.urandom(4).hex().upper()
+        response = await raw_request(gateway.app, method, "/api/session/start", [])
+        assert response.status == 501
+        assert response.json() == {
+            "error": "method_not_implemented",
+            "message": response.json()["message"],
+            "request_id": response.headers["x-request-id"],
+        }
+        path = f"/{os.urandom(8).hex()}/{'y' * (index % 300)}"
+        assert (await raw_request(gateway.app, "GET", path, [])).status == 404
+
+
+async def test_made_up_methods_and_paths_add_no_metric_series(gateway: Gateway) -> None:
+    """Invented methods (up to 8 KB) get 501 with the error shape and paths 404; however many arrive,
+    /metrics keeps the same series, because methods outside RFC 9110 count as "other" and routes are
+    templates ("unmatched" for no route)."""
+    await _made_up_requests(gateway, 3)
+    await _series(gateway)
+    before = await _series(gateway)
+    await _made_up_requests(gateway, 200)
+    after = await _series(gateway)
+    assert after == before
+    assert any('method="other"' in series for series in after)
+    assert not any("XXXX" in series or "yyyy" in series for series in after)
