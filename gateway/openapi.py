@@ -5,10 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 
 from gateway.errors import ErrorBody
+
+# Route options for a response that carries a token: no browser, proxy or CDN may keep a copy (RFC 6749
+# §5.1 asks the same of OAuth token responses; Pragma is for HTTP/1.0 caches).
+NOT_CACHED: dict[str, Any] = {
+    "cache_control": CacheControlHeader(no_store=True),
+    "response_headers": [
+        ResponseHeader(name="Pragma", value="no-cache", description="The response carries a token.")
+    ],
+}
 
 
 def documented_body(struct: type[msgspec.Struct]) -> dict[str, Provide]:
