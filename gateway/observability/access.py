@@ -9,7 +9,7 @@ import structlog
 from litestar.enums import ScopeType
 
 from gateway.errors import encode_error
-from gateway.observability.context import RequestContext, attach_context, new_request_id
+from gateway.observability.context import RequestContext, attach_context, client_request_id, mint_request_id
 
 if TYPE_CHECKING:
     from litestar.types import (
@@ -39,10 +39,9 @@ _NOT_IMPLEMENTED = (
 
 
 class AccessLayer:
-    def __init__(self, app: ASGIApp, metrics: Metrics, *, trust_request_id: bool = True) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.trust_request_id = trust_request_id
         # `labels()` costs a lock and a tuple hash per call; the label sets are few, so keep the children.
         self._children: dict[tuple[str, str, int, str], tuple[Any, Any, Any]] = {}
 
@@ -51,7 +50,9 @@ class AccessLayer:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        ctx = RequestContext(request_id=new_request_id(scope["headers"], self.trust_request_id))
+        ctx = RequestContext(request_id=mint_request_id())
+        if (client_id := client_request_id(scope["headers"])) is not None:
+            ctx.fields["client_request_id"] = client_id
         attach_context(scope, ctx)
         status = 500
         header = (b"x-request-id", ctx.request_id.encode("ascii"))
