@@ -37,6 +37,8 @@ _Request = Request[Any, Any, Any]
 # Full paths on each handler (not a Controller prefix), so logs and metrics name the whole route.
 _ADMIN: dict[str, Any] = {"guards": [admin_guard], "tags": ["admin"]}
 _AppId = Annotated[str, Parameter(description="The agent's Entra application (client) id.")]
+# Documented as date-time so that fuzzers generate real times (with offsets) as well as malformed ones.
+DATE_TIME: dict[str, Any] = {"format": "date-time"}
 _RoomName = Annotated[str, Parameter(description="The session's room name.")]
 
 
@@ -94,8 +96,12 @@ async def list_sessions(
     client_app: Annotated[str | None, Parameter(description="Client application id.")] = None,
     user: Annotated[str | None, Parameter(description="User id (as in room names) or object id.")] = None,
     status: Annotated[str | None, Parameter(description=" | ".join(STATUSES))] = None,
-    since: Annotated[str | None, Parameter(description="Created at or after (RFC 3339).")] = None,
-    until: Annotated[str | None, Parameter(description="Created before (RFC 3339).")] = None,
+    since: Annotated[
+        str | None, Parameter(description="Created at or after (RFC 3339).", schema_extra=DATE_TIME)
+    ] = None,
+    until: Annotated[
+        str | None, Parameter(description="Created before (RFC 3339).", schema_extra=DATE_TIME)
+    ] = None,
     limit: Annotated[str | None, Parameter(description=f"Page size, 1 to {MAX_LIMIT} (default 50).")] = None,
     cursor: Annotated[str | None, Parameter(description="`next_cursor` of the previous page.")] = None,
 ) -> SessionPage:

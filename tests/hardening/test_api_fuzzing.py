@@ -3,9 +3,10 @@ credentials, with invalid or missing ones, and with invalid input. Whatever is s
 5xx, matches the documented status codes, content types and schemas, and every error body is exactly
 `{"error", "message", "request_id"}` with the request id of the response.
 
-The app is the real one built by `running_gateway` (fake Entra tenant, migrated SQLite, registered agent,
-a fake LiveKit server API for ending sessions). It runs on an event loop in a helper thread so that
-Hypothesis drives plain synchronous tests; the number of examples is bounded to keep the module fast.
+The app is the real one built by `running_gateway` (fake Entra tenant, a migrated SQLite and PostgreSQL
+database, registered agent, a fake LiveKit server API for ending sessions). It runs on an event loop in a
+helper thread so that Hypothesis drives plain synchronous tests; the number of examples is bounded to keep
+the module fast.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
 from tests.support.attacks import attacker_key_kid
-from tests.support.db import TestDatabases
+from tests.support.db import DB_KINDS, TestDatabases
 from tests.support.entra import OTHER_API_APP_ID, REMOVE
 from tests.support.livekit_webhooks import CONTENT_TYPE, sign_body
 from tests.support.twirp import FakeRoomService
@@ -125,9 +126,13 @@ def gateway_in_thread(database_url: str, livekit_url: str) -> Iterator[tuple[Blo
             future.result(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def fuzzed(test_databases: TestDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    url = test_databases.fresh("sqlite", Path(tmp_path_factory.mktemp("fuzz")))
+@pytest.fixture(scope="module", params=DB_KINDS)
+def fuzzed(
+    request: pytest.FixtureRequest, test_databases: TestDatabases, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fuzzed]:
+    """The app on SQLite, and on PostgreSQL when available: PostgreSQL refuses text SQLite stores (NUL),
+    so only there does unstorable caller text show up as a 5xx."""
+    url = test_databases.fresh(request.param, Path(tmp_path_factory.mktemp("fuzz")))
     with FakeRoomService().running() as livekit_url, gateway_in_thread(url, livekit_url) as (portal, gateway):
         document = portal.call(lambda: gateway.client.get("/schema/openapi.json")).json()
         yield Fuzzed(portal, gateway, schemathesis.openapi.from_dict(document))
