@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -274,9 +275,29 @@ def fuzz(fuzzed: Fuzzed, operation: Any, mode: str) -> None:
     run()
 
 
+# Text the schema allows but the database or datetime cannot hold; generated strings rarely contain them.
+HOSTILE_TEXT = [
+    "a\x00b",
+    "\x1b[31m",
+    "line\nbreak",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "\u00b2",
+    "r" * 300,
+]
+
+
 def steer(case: Case, data: st.DataObject, rooms: list[str]) -> None:
     """Now and then aim a valid case at what exists (the registered agent, a started room), so the
-    fuzzer reaches the success paths and not only "not found"."""
+    fuzzer reaches the success paths and not only "not found"; now and then put hostile text in a path
+    or query parameter."""
+    for parameters, encode in ((case.path_parameters, True), (case.query, False)):
+        if parameters and data.draw(st.integers(0, 3), label="hostile") == 0:
+            name = data.draw(st.sampled_from(sorted(parameters)), label="hostile parameter")
+            text = data.draw(st.sampled_from(HOSTILE_TEXT), label="hostile text")
+            parameters[name] = (
+                quote(text, safe="") if encode else text
+            )  # the URL of a path carries it encoded
     if not data.draw(st.booleans(), label="steer"):
         return
     if isinstance(case.body, dict) and "agent_entra_app_id" in case.body:
