@@ -278,15 +278,20 @@ def _encodable(value: str) -> bool:
     return value.isascii() or _SURROGATE.search(value) is None
 
 
+def clean_display_name(value: str) -> str:
+    """A name as LiveKit shows it to others: without control or invisible formatting characters (bidi
+    overrides, zero-width, line separators) or lone surrogates, trimmed, at most 128 characters; "" when
+    nothing is left. Names from Entra claims and the token endpoint's `participant_name` alike."""
+    if not (value.isascii() and value.isprintable()):
+        value = _DISPLAY_DROP.sub("", value)
+    return value.strip()[:_DISPLAY_MAX].rstrip()
+
+
 def _display_name(claims: dict[str, Any], fallback: str) -> str:
     for name in _DISPLAY_CLAIMS:
         value = claims.get(name)
-        if isinstance(value, str):
-            if not (value.isascii() and value.isprintable()):
-                value = _DISPLAY_DROP.sub("", value)
-            cleaned = value.strip()[:_DISPLAY_MAX].rstrip()
-            if cleaned:
-                return cleaned
+        if isinstance(value, str) and (cleaned := clean_display_name(value)):
+            return cleaned
     return fallback
 
 

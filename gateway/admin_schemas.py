@@ -6,7 +6,7 @@ Times are RFC 3339 in UTC; a session's duration is derived (ended - started), ne
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -97,6 +97,8 @@ class AgentList(msgspec.Struct):
 
 class RevokeRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Revoke an agent: it cannot register, and sessions to it are refused, until it is un-revoked."""
+
+    multiline_fields: ClassVar[frozenset[str]] = frozenset({"reason"})
 
     reason: Annotated[str, msgspec.Meta(max_length=512, description="Why, for the audit trail.")] | None = (
         None

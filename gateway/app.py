@@ -128,8 +128,8 @@ def cors_config(origins: tuple[str, ...]) -> CORSConfig | None:
 
 def app_from_env() -> Any:
     """Granian's factory target: settings from the process environment (already validated by the CLI)."""
-    from gateway.observability.logging import configure_logging  # noqa: PLC0415
+    from gateway.observability.logging import configure_logging, logged_secrets  # noqa: PLC0415
 
     settings = Settings.from_env(os.environ)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, logged_secrets(settings))
     return create_app(settings)

@@ -54,6 +54,11 @@ class ErrorBody(msgspec.Struct):
     request_id: str
 
 
+def encode_error(code: str, message: str, request_id: str) -> bytes:
+    """The JSON of an error body; also used by the access layer, which answers some requests itself."""
+    return msgspec.json.encode(ErrorBody(error=code, message=message, request_id=request_id))
+
+
 def bad_request(message: str, reason: str = "invalid_request") -> ApiError:
     return ApiError(400, "invalid_request", message, reason=reason)
 
@@ -141,5 +146,5 @@ def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[by
         log.error("unhandled_exception", exc_info=exc, request_id=ctx.request_id)
     ctx.outcome = error.code
     ctx.reason = error.reason
-    body = msgspec.json.encode(ErrorBody(error=error.code, message=error.message, request_id=ctx.request_id))
+    body = encode_error(error.code, error.message, ctx.request_id)
     return Response(content=body, status_code=error.status, media_type=MediaType.JSON, headers=error.headers)

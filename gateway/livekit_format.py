@@ -11,13 +11,14 @@ a room name must learn that it does not get one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
+from authz.entra import clean_display_name
 from config.settings import is_guid
 from gateway.errors import ApiError, bad_request
-from gateway.schemas import agent_app_id, decode_body, metadata_json
+from gateway.schemas import agent_app_id, check_json_depth, decode_body, metadata_json
 
 AGENT_NAME = "room_config.agents[0].agent_name"
 AGENT_METADATA = "room_config.agents[0].metadata"
@@ -56,12 +57,16 @@ class RoomConfig(msgspec.Struct):
 class LiveKitTokenRequest(msgspec.Struct):
     """LiveKit's token request; lkps chooses the room, the identity, the attributes and the room limits."""
 
+    # Cleaned like a name from Entra rather than refused: a browser app passes its user's name through.
+    cleaned_fields: ClassVar[frozenset[str]] = frozenset({"participant_name"})
+
     participant_name: (
         Annotated[
             str,
             msgspec.Meta(
                 max_length=128,
-                description="Display name in the room; the identity comes from the Entra token.",
+                description="Display name in the room; the identity comes from the Entra token. Control "
+                "and invisible formatting characters (bidi overrides, zero-width) are removed.",
             ),
         ]
         | None
@@ -100,7 +105,7 @@ def parse_token_request(body: bytes) -> TokenRequest:
     return TokenRequest(
         agent_app_id=agent_app_id(agent.agent_name),
         metadata=metadata_json(_metadata_object(agent.metadata)),
-        display_name=(request.participant_name or "").strip() or None,
+        display_name=clean_display_name(request.participant_name or "") or None,
     )
 
 
@@ -128,6 +133,7 @@ def _metadata_object(text: str | None) -> dict[str, Any] | None:
     """LiveKit carries dispatch metadata as a string; lkps requires it to be JSON object text."""
     if not text:
         return None
+    check_json_depth(text.encode(), f'"{AGENT_METADATA}"')
     try:
         value = msgspec.json.decode(text)
     except msgspec.DecodeError:

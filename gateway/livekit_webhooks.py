@@ -17,6 +17,7 @@ from livekit.protocol.webhook import WebhookEvent
 
 from gateway.errors import ApiError, bad_request
 from gateway.persistence.lifecycle import RECORDED_EVENTS, LifecycleEvent
+from gateway.schemas import forbidden_character, storable_text
 
 _MAX_EVENT_ID = 64  # session_events.id
 _MAX_NAME = 255  # room names and identities as stored
@@ -68,8 +69,8 @@ def lifecycle_event(event: WebhookEvent, body: bytes, received_at: datetime) -> 
     participant = event.participant
     # Only fields that tell the story: a Room also carries its TURN password, which is never kept.
     details: dict[str, Any] = {
-        "room_sid": event.room.sid,
-        "participant_sid": participant.sid,
+        "room_sid": storable_text(event.room.sid),
+        "participant_sid": storable_text(participant.sid),
         "num_participants": event.room.num_participants,
         # Zero is each enum's "unknown": left out, as protojson leaves out every zero value.
         "disconnect_reason": participant.disconnect_reason
@@ -79,8 +80,8 @@ def lifecycle_event(event: WebhookEvent, body: bytes, received_at: datetime) -> 
     return LifecycleEvent(
         id=_event_id(event.id, body),
         event=event.event,
-        room_name=event.room.name[:_MAX_NAME],
-        participant_identity=participant.identity[:_MAX_NAME] if has_participant else None,
+        room_name=storable_text(event.room.name[:_MAX_NAME]),
+        participant_identity=storable_text(participant.identity[:_MAX_NAME]) if has_participant else None,
         participant_kind=_enum_name(ParticipantInfo.Kind, participant.kind) if has_participant else None,
         occurred_at=(
             datetime.fromtimestamp(event.created_at, UTC)
@@ -94,7 +95,7 @@ def lifecycle_event(event: WebhookEvent, body: bytes, received_at: datetime) -> 
 
 def _event_id(event_id: str, body: bytes) -> str:
     """LiveKit's event id; without a usable one, the body's digest, which a retry repeats byte for byte."""
-    if 0 < len(event_id) <= _MAX_EVENT_ID:
+    if 0 < len(event_id) <= _MAX_EVENT_ID and forbidden_character(event_id) is None:
         return event_id
     return "sha256:" + hashlib.sha256(body).hexdigest()[: _MAX_EVENT_ID - len("sha256:")]
 

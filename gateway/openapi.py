@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar.datastructures import CacheControlHeader
+from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -21,6 +21,15 @@ from gateway.errors import ErrorBody
 SWAGGER_UI_VERSION = "5.35.0"
 UI_ASSETS_PATH = f"/schema/assets/swagger-ui-{SWAGGER_UI_VERSION}"
 _UI_ASSETS = Path(__file__).with_name("openapi_ui") / f"swagger-ui-{SWAGGER_UI_VERSION}"
+
+# Route options for a response that carries a token: no browser, proxy or CDN may keep a copy (RFC 6749
+# §5.1 asks the same of OAuth token responses; Pragma is for HTTP/1.0 caches).
+NOT_CACHED: dict[str, Any] = {
+    "cache_control": CacheControlHeader(no_store=True),
+    "response_headers": [
+        ResponseHeader(name="Pragma", value="no-cache", description="The response carries a token.")
+    ],
+}
 
 
 def documented_body(struct: type[msgspec.Struct]) -> dict[str, Provide]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -19,6 +19,17 @@ T = TypeVar("T", bound=msgspec.Struct)
 MAX_METADATA_KEYS = 50
 MAX_METADATA_BYTES = 10 * 1024
 GUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# Far beyond any real body (a LiveKit token request is 4 levels deep), far below where a recursive
+# decoder or encoder hits Python's recursion limit (~1,000 frames).
+MAX_JSON_DEPTH = 32
+MAX_ROOM_NAME = 255  # as stored (sessions.room_name, session_events.room_name)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+# Text that reaches the database or a log line: no NUL (PostgreSQL refuses it), no other C0/C1 control
+# character, no lone surrogate (no UTF-8 encoder accepts one). Multi-line fields keep tab, LF and CR.
+_NOT_IN_A_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_IN_LINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class SessionStartRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -49,6 +60,8 @@ class SessionStartResponse(msgspec.Struct):
 
 class AgentRegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Register the calling agent (its own app-only token) and receive an agent token."""
+
+    multiline_fields: ClassVar[frozenset[str]] = frozenset({"description"})
 
     enforce_client_authz: Annotated[
         bool,
@@ -86,15 +99,82 @@ _TYPE_WORDS = {"str": "a string", "bool": "true or false", "object": "a JSON obj
 
 
 def decode_body(body: bytes, struct: type[T]) -> T:
-    """Decode a JSON body into `struct`, raising a 400 ApiError that names the field and the fix."""
+    """Decode a JSON body into `struct`, raising a 400 ApiError that names the field and the fix.
+
+    Its nesting depth is checked first, and every text field after (see `checked_text`); a struct lists
+    its multi-line fields in `multiline_fields` and the fields it cleans itself in `cleaned_fields`.
+    """
     if not body.strip():
         body = b"{}"
+    check_json_depth(body, "The body")
     try:
-        return msgspec.json.decode(body, type=struct)
+        decoded = msgspec.json.decode(body, type=struct)
     except msgspec.ValidationError as exc:
         raise bad_request(_describe(str(exc), struct)) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise bad_request("The body is not valid JSON.", reason="invalid_json") from None
+    _check_texts(decoded, "")
+    return decoded
+
+
+def check_json_depth(document: bytes, what: str) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH before any recursive decoder sees it (400)."""
+    if document.count(b"[") + document.count(b"{") <= MAX_JSON_DEPTH:
+        return  # nothing nests deeper than its number of opening brackets
+    # Strings can hold brackets; without them, each pass removes the innermost level of every nesting.
+    brackets = _JSON_STRING.sub(b"", document).translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_JSON_DEPTH):
+        brackets = _INNERMOST_PAIR.sub(b"", brackets)
+    if brackets:
+        raise bad_request(
+            f"{what} nests arrays and objects more than {MAX_JSON_DEPTH} levels deep (or is not valid JSON).",
+            reason="json_too_deep",
+        )
+
+
+def forbidden_character(value: str, *, multiline: bool = False) -> str | None:
+    """The first character `value` may not hold as text (see _NOT_IN_A_LINE), as "U+0000 at position 3"."""
+    found = (_NOT_IN_LINES if multiline else _NOT_IN_A_LINE).search(value)
+    return None if found is None else f"U+{ord(found[0]):04X} at position {found.start()}"
+
+
+def storable_text(value: str) -> str:
+    """`value` with every character `forbidden_character` names replaced by U+FFFD, for text lkps records
+    but does not refuse (a LiveKit webhook: refusing it would only make LiveKit retry it forever)."""
+    return _NOT_IN_A_LINE.sub("\ufffd", value)
+
+
+def checked_text(name: str, value: str, *, multiline: bool = False) -> str:
+    """`value` if it is storable text; else 400 naming the field and the character."""
+    if (found := forbidden_character(value, multiline=multiline)) is not None:
+        raise bad_request(
+            f'"{name}" must be text without control characters (found {found})', reason="control_character"
+        )
+    return value
+
+
+def checked_room_name(value: str) -> str:
+    """A room name from a path: storable text of 1 to MAX_ROOM_NAME characters, else 400."""
+    if not 0 < len(value) <= MAX_ROOM_NAME:
+        raise bad_request(f'"room_name" must be 1 to {MAX_ROOM_NAME} characters', reason="invalid_room_name")
+    return checked_text("room_name", value)
+
+
+def _check_texts(value: Any, path: str) -> None:
+    """Apply `checked_text` to every string of a decoded struct, nested structs and lists included."""
+    if isinstance(value, msgspec.Struct):
+        multiline: frozenset[str] = getattr(value, "multiline_fields", frozenset())
+        cleaned: frozenset[str] = getattr(value, "cleaned_fields", frozenset())
+        for name in value.__struct_fields__:
+            field = getattr(value, name)
+            if isinstance(field, str):
+                if name not in cleaned:
+                    checked_text(f"{path}{name}", field, multiline=name in multiline)
+            else:
+                _check_texts(field, f"{path}{name}.")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_texts(item, f"{path.removesuffix('.')}[{index}].")
 
 
 def _describe(problem: str, struct: type[msgspec.Struct]) -> str:  # noqa: PLR0911 - one return per message

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from authz.caller import Caller
 
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 _STATE_KEY = "lkps_ctx"
 
 
@@ -26,15 +26,18 @@ class RequestContext:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def new_request_id(raw_headers: Iterable[tuple[bytes, bytes]], trust_incoming: bool) -> str:
-    """Reuse a well-formed incoming `X-Request-ID` (so traces join up across proxies), else mint one."""
-    if trust_incoming:
-        for name, value in raw_headers:
-            if name == b"x-request-id":
-                if _REQUEST_ID.match(value):
-                    return value.decode("ascii")
-                break
+def mint_request_id() -> str:
+    """lkps's own id of a request: the one in its response, its log line and its audit rows."""
     return os.urandom(12).hex()
+
+
+def client_request_id(raw_headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """A caller's `X-Request-ID`, if well-formed (1 to 64 of `A-Za-z0-9._:-`), to be logged beside lkps's
+    own id so traces join up; never adopted: a caller must not choose the id that audit rows carry."""
+    for name, value in raw_headers:
+        if name == b"x-request-id":
+            return value.decode("ascii") if _REQUEST_ID.fullmatch(value) else None
+    return None
 
 
 def context_of(scope: Any) -> RequestContext:
@@ -42,7 +45,7 @@ def context_of(scope: Any) -> RequestContext:
     state = scope.setdefault("state", {})
     ctx = state.get(_STATE_KEY)
     if ctx is None:
-        ctx = state[_STATE_KEY] = RequestContext(request_id=os.urandom(12).hex())
+        ctx = state[_STATE_KEY] = RequestContext(request_id=mint_request_id())
     return ctx  # type: ignore[no-any-return]
 
 

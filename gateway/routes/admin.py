@@ -12,7 +12,7 @@ from litestar.params import Parameter
 
 from authz.clock import utc_now
 from config.settings import is_guid
-from gateway.admin_filters import MAX_LIMIT, STATUSES, encode_cursor, session_query
+from gateway.admin_filters import MAX_LIMIT, STATUSES, check_parameters, encode_cursor, session_query
 from gateway.admin_schemas import (
     AgentList,
     RevocationResult,
@@ -29,7 +29,7 @@ from gateway.errors import bad_request, database_errors
 from gateway.observability.context import context_of
 from gateway.openapi import documented_body, error_responses
 from gateway.persistence.audit import AdminAction, record
-from gateway.schemas import SessionEndResponse, decode_body
+from gateway.schemas import SessionEndResponse, checked_room_name, decode_body
 from gateway.services import services_of
 from gateway.session_end import session_not_found
 
@@ -37,6 +37,8 @@ _Request = Request[Any, Any, Any]
 # Full paths on each handler (not a Controller prefix), so logs and metrics name the whole route.
 _ADMIN: dict[str, Any] = {"guards": [admin_guard], "tags": ["admin"]}
 _AppId = Annotated[str, Parameter(description="The agent's Entra application (client) id.")]
+# Documented as date-time so that fuzzers generate real times (with offsets) as well as malformed ones.
+DATE_TIME: dict[str, Any] = {"format": "date-time"}
 _RoomName = Annotated[str, Parameter(description="The session's room name.")]
 
 
@@ -94,11 +96,16 @@ async def list_sessions(
     client_app: Annotated[str | None, Parameter(description="Client application id.")] = None,
     user: Annotated[str | None, Parameter(description="User id (as in room names) or object id.")] = None,
     status: Annotated[str | None, Parameter(description=" | ".join(STATUSES))] = None,
-    since: Annotated[str | None, Parameter(description="Created at or after (RFC 3339).")] = None,
-    until: Annotated[str | None, Parameter(description="Created before (RFC 3339).")] = None,
+    since: Annotated[
+        str | None, Parameter(description="Created at or after (RFC 3339).", schema_extra=DATE_TIME)
+    ] = None,
+    until: Annotated[
+        str | None, Parameter(description="Created before (RFC 3339).", schema_extra=DATE_TIME)
+    ] = None,
     limit: Annotated[str | None, Parameter(description=f"Page size, 1 to {MAX_LIMIT} (default 50).")] = None,
     cursor: Annotated[str | None, Parameter(description="`next_cursor` of the previous page.")] = None,
 ) -> SessionPage:
+    check_parameters(request.query_params.multi_items())
     query = session_query(
         agent=agent,
         client_app=client_app,
@@ -110,7 +117,10 @@ async def list_sessions(
         cursor=cursor,
     )
     services = services_of(request)
-    filters = {name: value for name, value in request.query_params.items() if name != "cursor"}
+    # Only parameters that passed validation are recorded: the audit row holds no caller text unchecked.
+    given = {"agent": agent, "client_app": client_app, "user": user, "status": status}
+    given |= {"since": since, "until": until, "limit": limit}
+    filters = {name: value for name, value in given.items() if value is not None}
     with database_errors("The sessions could not be read; retry shortly."):
         page, more = await services.admin.sessions(query)
         await _audit(request, "list_sessions", "sessions", **filters)
@@ -125,9 +135,10 @@ async def list_sessions(
     **_ADMIN,
     operation_id="adminGetSession",
     summary="A session and its LiveKit events, in the order they happened",
-    responses=error_responses(401, 403, 404, 503),
+    responses=error_responses(400, 401, 403, 404, 503),
 )
 async def get_session(request: _Request, room_name: _RoomName) -> SessionDetail:
+    room_name = checked_room_name(room_name)
     services = services_of(request)
     with database_errors("The session could not be read; retry shortly."):
         session = await services.lifecycle.session(room_name)
@@ -149,9 +160,10 @@ async def get_session(request: _Request, room_name: _RoomName) -> SessionDetail:
     operation_id="adminEndSession",
     summary="End any session",
     description="As `DELETE /api/session/{room_name}`, for any caller's session; recorded as ended by admin.",
-    responses=error_responses(401, 403, 404, 502, 503),
+    responses=error_responses(400, 401, 403, 404, 502, 503),
 )
 async def end_any_session(request: _Request, room_name: _RoomName) -> SessionEndResponse:
+    room_name = checked_room_name(room_name)
     services = services_of(request)
     ended = await services.ending.end(room_name, "admin")
     with database_errors("The session was ended but the audit record failed; retry."):

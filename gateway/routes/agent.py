@@ -9,7 +9,7 @@ from litestar import Request, post
 from gateway.auth import agent_caller
 from gateway.errors import ApiError, database_errors, database_unavailable
 from gateway.observability.context import context_of
-from gateway.openapi import documented_body, error_responses
+from gateway.openapi import NOT_CACHED, documented_body, error_responses
 from gateway.persistence.agents import AgentRevoked, NewRegistration
 from gateway.schemas import AgentRegisterRequest, AgentRegisterResponse, decode_body
 from gateway.services import services_of
@@ -20,6 +20,7 @@ from gateway.services import services_of
     status_code=200,
     dependencies=documented_body(AgentRegisterRequest),
     request_max_body_size=16 * 1024,
+    **NOT_CACHED,
     responses=error_responses(400, 401, 403, 413, 503),
     operation_id="registerAgent",
     tags=["agents"],

@@ -14,7 +14,7 @@ from litestar import Request, post
 from gateway.auth import caller_of, session_guard
 from gateway.livekit_format import LiveKitTokenRequest, LiveKitTokenResponse, parse_token_request
 from gateway.observability.context import context_of
-from gateway.openapi import documented_body, error_responses
+from gateway.openapi import NOT_CACHED, documented_body, error_responses
 from gateway.routes.session import MAX_BODY_BYTES
 from gateway.services import services_of
 
@@ -25,6 +25,7 @@ from gateway.services import services_of
     guards=[session_guard],
     dependencies=documented_body(LiveKitTokenRequest),
     request_max_body_size=MAX_BODY_BYTES,
+    **NOT_CACHED,
     responses=error_responses(400, 401, 403, 404, 413, 429, 503),
     operation_id="livekitToken",
     tags=["sessions"],

@@ -8,7 +8,7 @@ from litestar import Request, post
 
 from gateway.auth import session_caller
 from gateway.observability.context import context_of
-from gateway.openapi import documented_body, error_responses
+from gateway.openapi import NOT_CACHED, documented_body, error_responses
 from gateway.schemas import (
     SessionStartRequest,
     SessionStartResponse,
@@ -26,6 +26,7 @@ MAX_BODY_BYTES = 64 * 1024  # metadata is capped at 10 KB; anything far larger i
     status_code=200,
     dependencies=documented_body(SessionStartRequest),
     request_max_body_size=MAX_BODY_BYTES,
+    **NOT_CACHED,
     responses=error_responses(400, 401, 403, 404, 413, 429, 503),
     operation_id="startSession",
     tags=["sessions"],

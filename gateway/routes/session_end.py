@@ -9,14 +9,14 @@ from litestar import Request, delete
 from gateway.auth import session_caller
 from gateway.observability.context import context_of
 from gateway.openapi import error_responses
-from gateway.schemas import SessionEndResponse
+from gateway.schemas import SessionEndResponse, checked_room_name
 from gateway.services import services_of
 
 
 @delete(
     "/api/session/{room_name:str}",
     status_code=200,
-    responses=error_responses(401, 403, 404, 502, 503),
+    responses=error_responses(400, 401, 403, 404, 502, 503),
     operation_id="endSession",
     tags=["sessions"],
     summary="End your session",
@@ -27,6 +27,7 @@ from gateway.services import services_of
 )
 async def end_session(request: Request[Any, Any, Any], room_name: str) -> SessionEndResponse:
     caller = await session_caller(request)
+    room_name = checked_room_name(room_name)
     context_of(request.scope).fields["room"] = room_name
     ended = await services_of(request).ending.end(room_name, "caller", owner=caller)
     assert ended.ended_at is not None  # an ended session always has its end time

@@ -69,10 +69,12 @@ async def running_gateway(
     database_url: str,
     *,
     authorizer: Any = None,
+    rooms: Any = None,
     before_start: Callable[[FakeEntra], None] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Gateway]:
-    """Build and start a gateway; `before_start` may set up the fake tenant (e.g. make JWKS fail)."""
+    """Build and start a gateway; `before_start` may set up the fake tenant (e.g. make JWKS fail);
+    `authorizer` and `rooms` replace the Graph pre-authorizer and LiveKit's RoomService client."""
     clock = FakeClock(time.time())  # real "now": minted LiveKit tokens are checked by real verifiers
     entra = FakeEntra(clock=clock)
     if before_start is not None:
@@ -84,7 +86,7 @@ async def running_gateway(
         livekit_api_secret=API_SECRET,
         **overrides,
     )
-    services = build_services(settings, clock=clock, http=entra.client(), authorizer=authorizer)
+    services = build_services(settings, clock=clock, http=entra.client(), authorizer=authorizer, rooms=rooms)
     app = create_app(settings, services)
     db = create_engine(database_url, pool_size=2)
     async with AsyncTestClient(app) as client:

@@ -280,6 +280,22 @@ class TestBrowserSignIn:
         assert response.status_code == 400
         assert response.json()["error"] == error
 
+    def test_token_responses_are_not_cached(self, issuer: DevIssuer) -> None:
+        """The issuer's token endpoint answers with no-store and no-cache, as RFC 6749 §5.1 asks."""
+        backend = issuer.state.client(DEMO_BACKEND)
+        url = f"{issuer.authority}/{issuer.state.identity.tenant_id}/oauth2/v2.0/token"
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": backend.client_id,
+            "client_secret": backend.secret,
+            "scope": f"{issuer.state.identity.api_uri}/.default",
+        }
+        response = self._session(issuer).post(url, data=form)
+        assert response.status_code == 200, response.text
+        assert "access_token" in response.json()
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Pragma"] == "no-cache"
+
     def test_token_endpoint_answers_cors_for_loopback_origins_only(self, issuer: DevIssuer) -> None:
         """MSAL Browser's preflight from a loopback SPA is allowed; another site gets no allow-origin."""
         url = f"{issuer.authority}/{issuer.state.identity.tenant_id}/oauth2/v2.0/token"

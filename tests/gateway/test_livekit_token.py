@@ -77,6 +77,27 @@ class TestSessionThroughLiveKitFormat:
         claims = verify_python(response.json()["participant_token"])
         assert (claims.identity, claims.name) == ("AB12C", "Ada")
 
+    @pytest.mark.parametrize(
+        ("sent", "shown"),
+        [
+            ("Ada\u202eecalevol", "Adaecalevol"),  # RIGHT-TO-LEFT OVERRIDE
+            ("Ada\u0000\nLovelace\r", "AdaLovelace"),
+            ("\u200bAda\u2066 L.\u2069\ufeff", "Ada L."),
+            ("\u0007\u202e \u200b", "Alice L."),  # nothing left: the name from the Entra token
+        ],
+    )
+    async def test_participant_name_is_cleaned_like_a_name_from_entra(
+        self, gateway: Gateway, sent: str, shown: str
+    ) -> None:
+        """Control characters, newlines, bidi overrides and invisible formatting are removed from
+        `participant_name` before it becomes the name others see; an empty result falls back to the
+        token's name."""
+        await gateway.register_agent()
+        token = gateway.entra.mint_user_token(name="Alice L.")
+        response = await request_token(gateway, {"participant_name": sent, **dispatch()}, token)
+        assert response.status_code == 201, response.text
+        assert verify_python(response.json()["participant_token"]).name == shown
+
     async def test_missing_metadata_is_an_empty_object_and_agent_id_case_is_normalised(
         self, gateway: Gateway
     ) -> None:

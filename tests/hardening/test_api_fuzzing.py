@@ -3,9 +3,10 @@ credentials, with invalid or missing ones, and with invalid input. Whatever is s
 5xx, matches the documented status codes, content types and schemas, and every error body is exactly
 `{"error", "message", "request_id"}` with the request id of the response.
 
-The app is the real one built by `running_gateway` (fake Entra tenant, migrated SQLite, registered agent,
-a fake LiveKit server API for ending sessions). It runs on an event loop in a helper thread so that
-Hypothesis drives plain synchronous tests; the number of examples is bounded to keep the module fast.
+The app is the real one built by `running_gateway` (fake Entra tenant, a migrated SQLite and PostgreSQL
+database, registered agent, a fake LiveKit server API for ending sessions). It runs on an event loop in a
+helper thread so that Hypothesis drives plain synchronous tests; the number of examples is bounded to keep
+the module fast.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -38,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
 from tests.support.attacks import attacker_key_kid
-from tests.support.db import TestDatabases
+from tests.support.db import DB_KINDS, TestDatabases
 from tests.support.entra import OTHER_API_APP_ID, REMOVE
 from tests.support.livekit_webhooks import CONTENT_TYPE, sign_body
 from tests.support.twirp import FakeRoomService
@@ -125,9 +127,13 @@ def gateway_in_thread(database_url: str, livekit_url: str) -> Iterator[tuple[Blo
             future.result(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def fuzzed(test_databases: TestDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    url = test_databases.fresh("sqlite", Path(tmp_path_factory.mktemp("fuzz")))
+@pytest.fixture(scope="module", params=DB_KINDS)
+def fuzzed(
+    request: pytest.FixtureRequest, test_databases: TestDatabases, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fuzzed]:
+    """The app on SQLite, and on PostgreSQL when available: PostgreSQL refuses text SQLite stores (NUL),
+    so only there does unstorable caller text show up as a 5xx."""
+    url = test_databases.fresh(request.param, Path(tmp_path_factory.mktemp("fuzz")))
     with FakeRoomService().running() as livekit_url, gateway_in_thread(url, livekit_url) as (portal, gateway):
         document = portal.call(lambda: gateway.client.get("/schema/openapi.json")).json()
         yield Fuzzed(portal, gateway, schemathesis.openapi.from_dict(document))
@@ -269,9 +275,29 @@ def fuzz(fuzzed: Fuzzed, operation: Any, mode: str) -> None:
     run()
 
 
+# Text the schema allows but the database or datetime cannot hold; generated strings rarely contain them.
+HOSTILE_TEXT = [
+    "a\x00b",
+    "\x1b[31m",
+    "line\nbreak",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "\u00b2",
+    "r" * 300,
+]
+
+
 def steer(case: Case, data: st.DataObject, rooms: list[str]) -> None:
     """Now and then aim a valid case at what exists (the registered agent, a started room), so the
-    fuzzer reaches the success paths and not only "not found"."""
+    fuzzer reaches the success paths and not only "not found"; now and then put hostile text in a path
+    or query parameter."""
+    for parameters, encode in ((case.path_parameters, True), (case.query, False)):
+        if parameters and data.draw(st.integers(0, 3), label="hostile") == 0:
+            name = data.draw(st.sampled_from(sorted(parameters)), label="hostile parameter")
+            text = data.draw(st.sampled_from(HOSTILE_TEXT), label="hostile text")
+            parameters[name] = (
+                quote(text, safe="") if encode else text
+            )  # the URL of a path carries it encoded
     if not data.draw(st.booleans(), label="steer"):
         return
     if isinstance(case.body, dict) and "agent_entra_app_id" in case.body:

@@ -54,16 +54,18 @@ def drill_database(test_databases: TestDatabases, tmp_path: Path) -> Iterator[st
     drop_postgres(url)
 
 
-async def start(gateway: Gateway, request_id: str) -> Any:
-    return await gateway.start(**{"X-Request-ID": request_id})
+async def start(gateway: Gateway) -> Any:
+    return await gateway.start()
 
 
-def start_request(gateway: Gateway, request_id: str) -> RawRequest:
-    """A session start with its own request id, for `all_at_once`."""
-    headers = [
-        (b"authorization", f"Bearer {gateway.entra.mint_user_token()}".encode()),
-        (b"x-request-id", request_id.encode()),
-    ]
+def request_id(response: Any) -> str:
+    """lkps's id of the request (it mints every one), by which its session row is found."""
+    return str(response.headers["x-request-id"])
+
+
+def start_request(gateway: Gateway) -> RawRequest:
+    """A session start, for `all_at_once`."""
+    headers = [(b"authorization", f"Bearer {gateway.entra.mint_user_token()}".encode())]
     return RawRequest("POST", "/api/session/start", headers, orjson.dumps({"agent_entra_app_id": AGENT_ID}))
 
 
@@ -99,15 +101,15 @@ async def test_database_down_mid_run_is_503_without_partial_rows_and_recovers_by
     when the database is back the same process serves again, and every 200 has exactly one row."""
     async for gateway in running_gateway(own_postgres, database_pool_timeout_seconds=POOL_TIMEOUT):
         await gateway.register_agent()
-        answered = {f"before-{i}": await start(gateway, f"before-{i}") for i in range(3)}
+        answered = {request_id(r): r for r in [await start(gateway) for _ in range(3)]}
         assert {r.status_code for r in answered.values()} == {200}
 
         await block_connections(own_postgres, blocked=True)
         began = time.monotonic()
-        refused = [f"down-{i}" for i in range(8)]
         responses = all_at_once(
-            gateway.client.blocking_portal, gateway.app, [start_request(gateway, rid) for rid in refused]
+            gateway.client.blocking_portal, gateway.app, [start_request(gateway) for _ in range(8)]
         )
+        refused = [request_id(response) for response in responses]
         assert time.monotonic() - began < POOL_TIMEOUT  # refused at once, not after a hang
         for response in responses:
             body = assert_error_shape(response, 503, "database_unavailable")
@@ -122,7 +124,7 @@ async def test_database_down_mid_run_is_503_without_partial_rows_and_recovers_by
         assert ready.json()["checks"]["database"] == "unreachable"
 
         await block_connections(own_postgres, blocked=False)
-        after = {f"after-{i}": await start(gateway, f"after-{i}") for i in range(3)}
+        after = {request_id(r): r for r in [await start(gateway) for _ in range(3)]}
         assert [r.status_code for r in after.values()] == [200, 200, 200], [r.text for r in after.values()]
         assert (await gateway.client.get("/api/health/ready")).status_code == 200
 
@@ -169,7 +171,8 @@ async def test_pool_exhaustion_waits_the_pool_timeout_then_answers_503_and_recov
     503 database_unavailable (no row), readiness answers 503 within its own bound instead of hanging, and
     once connections are returned the next start succeeds."""
     gateway = small_pool
-    assert (await start(gateway, "warm")).status_code == 200
+    warm = await start(gateway)
+    assert warm.status_code == 200
     held = await hold_connections(gateway, 2)
     try:
         began = time.monotonic()
@@ -182,7 +185,7 @@ async def test_pool_exhaustion_waits_the_pool_timeout_then_answers_503_and_recov
         responses = all_at_once(
             gateway.client.blocking_portal,
             gateway.app,
-            [start_request(gateway, f"starved-{i}") for i in range(6)],
+            [start_request(gateway) for _ in range(6)],
         )
         waited = time.monotonic() - began
         for response in responses:
@@ -192,6 +195,7 @@ async def test_pool_exhaustion_waits_the_pool_timeout_then_answers_503_and_recov
         assert POOL_TIMEOUT - 0.5 <= waited < POOL_TIMEOUT + 1.4  # together, once, not the default 5 s
     finally:
         release(gateway, held)
-    assert (await start(gateway, "recovered")).status_code == 200
+    recovered = await start(gateway)
+    assert recovered.status_code == 200
     rows = await rows_by_request_id(gateway)
-    assert rows == {"warm": 1, "recovered": 1}
+    assert rows == {request_id(warm): 1, request_id(recovered): 1}

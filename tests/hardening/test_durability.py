@@ -3,8 +3,9 @@ records none it refused.
 
 A session start whose response died with the server may or may not have its row (the commit can land
 just before the kill); so the exact claim is: every 200 has exactly one row (with the room it was told),
-and every row belongs to a request that was answered 200 or got no answer at all. Requests are matched
-to rows by the X-Request-ID they sent, which lkps stores in the row.
+and every row belongs to a request that was answered 200 or got no answer at all. Each request is sent by
+a user of its own, so its row is found by the user id that begins the room name (lkps mints its request
+ids itself, so an unanswered request's id is unknown to the client).
 """
 
 from __future__ import annotations
@@ -29,37 +30,41 @@ CONNECTIONS = 16
 
 @dataclass
 class Outcomes:
-    ok: dict[str, str] = field(default_factory=dict)  # request id -> the room name it was given
-    refused: dict[str, int] = field(default_factory=dict)  # request id -> error status
-    unanswered: set[str] = field(default_factory=set)
+    ok: dict[str, str] = field(default_factory=dict)  # user id -> the room name it was given
+    refused: dict[str, int] = field(default_factory=dict)  # user id -> error status
+    unanswered: set[str] = field(default_factory=set)  # user ids
+
+
+def user_of(room: str) -> str:
+    """The user id a room name begins with (the users here have no hyphen in theirs)."""
+    return room.split("-", 1)[0]
 
 
 async def load_until_killed(deployment: Deployment, server: Server, outcomes: Outcomes) -> None:
     """Session starts from CONNECTIONS clients (a tenth with a bad token, a tenth for an unknown agent);
     once enough were answered, the server is killed while requests are in flight."""
-    tokens = [deployment.user_token(f"durability-{i}") for i in range(50)]
     stop = asyncio.Event()
 
     async def client() -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             while not stop.is_set():
-                request_id = uuid.uuid4().hex
+                user = f"D{uuid.uuid4().hex[:12].upper()}"  # the dev issuer's cwid: the user id
                 roll = random.random()
-                token = "not-a-token" if roll < 0.1 else random.choice(tokens)
+                token = "not-a-token" if roll < 0.1 else deployment.user_token(user.lower())
                 agent = str(uuid.uuid4()) if 0.1 <= roll < 0.2 else deployment.agent
                 try:
                     response = await http.post(
                         "/api/session/start",
                         json={"agent_entra_app_id": agent},
-                        headers={"Authorization": f"Bearer {token}", "X-Request-ID": request_id},
+                        headers={"Authorization": f"Bearer {token}"},
                     )
                 except httpx.HTTPError:
-                    outcomes.unanswered.add(request_id)
+                    outcomes.unanswered.add(user)
                     continue
                 if response.status_code == 200:
-                    outcomes.ok[request_id] = response.json()["room_name"]
+                    outcomes.ok[user] = response.json()["room_name"]
                 else:
-                    outcomes.refused[request_id] = response.status_code
+                    outcomes.refused[user] = response.status_code
 
     workers = [asyncio.create_task(client()) for _ in range(CONNECTIONS)]
     for _ in range(200):
@@ -88,11 +93,11 @@ def test_sigkill_mid_load_loses_no_acknowledged_session_and_records_no_refused_o
 
         with deployment.server() as restarted:
             rows = asyncio.run(session_rows(deployment.database_url))
-            counts = Counter(request_id for request_id, _ in rows)
-            rooms = dict(rows)
-            assert {rid: counts[rid] for rid in outcomes.ok} == dict.fromkeys(outcomes.ok, 1)
-            assert {rid: rooms[rid] for rid in outcomes.ok} == outcomes.ok
-            strays = set(counts) - set(outcomes.ok) - outcomes.unanswered - {"lkps-dev"}
+            counts = Counter(user_of(room) for _, room in rows)
+            rooms = {user_of(room): room for _, room in rows}
+            assert {user: counts[user] for user in outcomes.ok} == dict.fromkeys(outcomes.ok, 1)
+            assert {user: rooms[user] for user in outcomes.ok} == outcomes.ok
+            strays = set(counts) - set(outcomes.ok) - outcomes.unanswered
             assert strays == set(), f"rows for requests that were refused or never sent: {sorted(strays)[:5]}"
             assert not set(counts) & set(outcomes.refused)
             committed_unanswered = len(set(counts) & outcomes.unanswered)

@@ -7,6 +7,9 @@ several kinds (also in the query string), ending a session (a LiveKit server-API
 webhooks, valid and forged. The secrets: every Entra token sent, the LiveKit API secret, every LiveKit
 token minted, every Graph token Entra issued to lkps, lkps's client secret, the webhook signatures and the
 server-API tokens. Rendered lines are read from stdout; the structured events from `capture_logs`.
+
+An unhandled exception is provoked too, in both log formats: its traceback must be logged without frame
+locals (they hold the request's headers) and with every credential its message quotes masked.
 """
 
 from __future__ import annotations
@@ -23,18 +26,20 @@ import structlog
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from gateway.observability.logging import configure_logging
-from tests.gateway.conftest import AGENT_ID
+from config import Settings
+from config.settings import GraphCredential
+from gateway.observability.logging import Redactor, configure_logging, logged_secrets
+from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
 from tests.gateway.test_preauthorization import Enforcing, enforcing_gateway
-from tests.support.entra import OTHER_API_APP_ID, SPA_CLIENT_ID
-from tests.support.graph import LKPS_CLIENT_SECRET, SCOPE_ID, application
+from tests.support.entra import OTHER_API_APP_ID, SPA_CLIENT_ID, make_settings
+from tests.support.graph import LKPS_CLIENT_ID, LKPS_CLIENT_SECRET, SCOPE_ID, application
 from tests.support.livekit import API_SECRET
 from tests.support.livekit_webhooks import CONTENT_TYPE, sign_body
 from tests.support.twirp import FakeRoomService
 
 pytestmark = pytest.mark.anyio
 
-_NOISY = ("httpx", "httpcore", "msal", "urllib3", "hpack")
+_NOISY = ("httpx", "httpcore", "msal", "urllib3", "hpack", "_granian")
 
 
 @dataclass
@@ -65,26 +70,31 @@ class Traffic:
 
 
 @pytest.fixture
-def debug_logging() -> Iterator[Callable[[], None]]:
+def debug_logging() -> Iterator[Callable[..., None]]:
     """Switches the app's own logging configuration on at debug level (call it inside the test, where
-    `capfd` has its final stdout), and undoes it afterwards so other tests are unaffected.
+    `capfd` has its final stdout), and undoes it afterwards so other tests are unaffected. Given the
+    gateway's settings, it configures logging exactly as `app_from_env` does (format and secrets).
 
     Logger caching is turned off so that no module-level logger stays bound to this configuration.
     """
     root = logging.getLogger()
     saved_root = (root.handlers[:], root.level)
-    saved_levels = {name: logging.getLogger(name).level for name in _NOISY}
+    saved = {name: (logging.getLogger(name).level, logging.getLogger(name).handlers[:]) for name in _NOISY}
 
-    def enable() -> None:
-        configure_logging("debug", "json")
+    def enable(settings: Settings | None = None) -> None:
+        if settings is None:
+            configure_logging("debug", "json")
+        else:
+            configure_logging(settings.log_level, settings.log_format, logged_secrets(settings))
         structlog.configure(cache_logger_on_first_use=False)
 
     yield enable
     structlog.reset_defaults()
     root.handlers[:], level = saved_root
     root.setLevel(level)
-    for name, saved in saved_levels.items():
-        logging.getLogger(name).setLevel(saved)
+    for name, (saved_level, handlers) in saved.items():
+        logging.getLogger(name).setLevel(saved_level)
+        logging.getLogger(name).handlers[:] = handlers
 
 
 class RecordingRoomService(FakeRoomService):
@@ -201,3 +211,126 @@ async def test_no_secret_reaches_a_log_line_or_an_error_body(
     assert logs
     assert traffic.leaks(repr(logs)) == []
     assert traffic.leaks("\n".join(traffic.error_bodies)) == []
+
+
+class FaultyRooms:
+    """A RoomControl with a bug: deleting a room raises an exception nobody expects, whose message quotes
+    what a careless library might (the caller's Authorization header and lkps's LiveKit secret)."""
+
+    def __init__(self) -> None:
+        self.message = "room service bug"
+
+    async def delete_room(self, room: str) -> None:
+        raise RuntimeError(f"{self.message} while deleting {room}")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+async def test_an_unhandled_exception_is_logged_with_its_cause_and_no_secret(
+    database_url: str, log_format: str, debug_logging: Callable[..., None], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """In either log format, an unhandled exception answers 500 with the error shape and its request id,
+    and its log line names the exception and its message but holds no token and no configured secret."""
+    rooms = FaultyRooms()
+    async for gateway in running_gateway(database_url, rooms=rooms, log_level="debug", log_format=log_format):
+        await gateway.register_agent()
+        traffic = Traffic()
+        token = gateway.entra.mint_user_token()
+        started = await gateway.start(token)
+        assert started.status_code == 200, started.text
+        traffic.keep(token, started.json()["participant_token"], gateway.settings.livekit_api_secret)
+        rooms.message = f"room service bug (sent Bearer {token}, signed with {API_SECRET})"
+
+        debug_logging(gateway.settings)
+        response = await end(gateway, started.json()["room_name"], token)
+        out, err = capfd.readouterr()
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal_error",
+        "message": response.json()["message"],
+        "request_id": response.headers["x-request-id"],
+    }
+    logged = out + err
+    assert "unhandled_exception" in logged
+    assert "RuntimeError" in logged
+    assert "room service bug" in logged
+    assert response.headers["x-request-id"] in logged
+    assert "TypeError" not in logged  # the renderer itself did not fail
+    assert traffic.leaks(logged) == []
+    if log_format == "json":
+        events = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+        [failure] = [event for event in events if event["event"] == "unhandled_exception"]
+        assert failure["request_id"] == response.headers["x-request-id"]
+        assert failure["exception"][0]["exc_type"] == "RuntimeError"
+        assert all("locals" not in frame for frame in failure["exception"][0]["frames"])
+
+
+async def end(gateway: Gateway, room: str, token: str) -> httpx.Response:
+    return await gateway.client.delete(f"/api/session/{room}", headers={"Authorization": f"Bearer {token}"})
+
+
+_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+
+
+@pytest.mark.parametrize("kind", [str, bytes])
+def test_the_redactor_masks_credentials_wherever_they_stand(kind: type) -> None:
+    """Bearer credentials, JWTs, URL passwords and configured secrets are masked in a rendered line,
+    in text and in bytes, while the rest of the line is kept."""
+    redactor = Redactor(["a-configured-secret-value", "short"])
+    line = (
+        f'{{"event":"x","header":"bearer opaque-credential","jwt":"{_JWT}","a":"id={_JWT}",'
+        '"url":"postgresql+asyncpg://lkps:p%40ss@db:5432/lkps","b":"a-configured-secret-value!",'
+        '"kept":"login.microsoftonline.com short"}'
+    )
+    masked = redactor(line.encode() if kind is bytes else line)
+    text = masked.decode() if isinstance(masked, bytes) else masked
+    assert text == (
+        '{"event":"x","header":"bearer [redacted]","jwt":"[redacted]","a":"id=[redacted]",'
+        '"url":"postgresql+asyncpg://lkps:[redacted]@db:5432/lkps","b":"[redacted]!",'
+        '"kept":"login.microsoftonline.com short"}'
+    )
+
+
+def test_configured_secrets_are_the_ones_masked() -> None:
+    """The LiveKit secret, lkps's Entra client secret and certificate password, and the passwords of the
+    database and Redis URLs (also percent-decoded) are the configured secrets every log line is masked of."""
+    settings = make_settings(
+        graph=GraphCredential(
+            client_id=LKPS_CLIENT_ID, client_secret="entra-client-secret", certificate_password="pem-pass"
+        ),
+        database_url="postgresql+asyncpg://lkps:db%2Fpassword@db/lkps",
+        redis_url="rediss://:redis-password@redis:6380/0",
+    )
+    assert set(logged_secrets(settings)) == {
+        settings.livekit_api_secret,
+        "entra-client-secret",
+        "pem-pass",
+        "db%2Fpassword",
+        "db/password",
+        "redis-password",
+    }
+
+
+def test_a_library_log_record_is_rendered_without_locals_and_masked(
+    debug_logging: Callable[..., None], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A stdlib logger's record with an exception (sqlalchemy, granian) becomes one JSON line with a
+    structured traceback, no frame locals, and its secrets masked."""
+    settings = make_settings(database_url="postgresql+asyncpg://lkps:db-password@db/lkps")
+    debug_logging(settings)
+    secret_local = f"Bearer {_JWT}"  # noqa: F841 - what a frame's locals would show
+    try:
+        raise ConnectionError(f"cannot reach {settings.database_url} as {settings.livekit_api_secret}")
+    except ConnectionError:
+        logging.getLogger("sqlalchemy.pool").exception("connection failed")
+    out, _ = capfd.readouterr()
+    [line] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert line["event"] == "connection failed"
+    assert line["exception"][0]["exc_type"] == "ConnectionError"
+    assert all("locals" not in frame for frame in line["exception"][0]["frames"])
+    assert "db-password" not in out
+    assert settings.livekit_api_secret not in out
+    assert _JWT not in out
