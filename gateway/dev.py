@@ -40,6 +40,7 @@ def dev_environment(
         "LKPS_CLIENT_ROLES": identity.client_role,
         "LKPS_AGENT_ROLES": identity.agent_role,
         "LKPS_ADMIN_ROLES": identity.admin_role,
+        "LKPS_ADMIN_CLIENT_APP_IDS": state.client(DEMO_OPERATOR).client_id,
         # There is no LiveKit server here; this is where `livekit-server --dev` would listen.
         "LKPS_LIVEKIT_URL": "ws://127.0.0.1:7880",
         "LKPS_LIVEKIT_API_KEY": identity.livekit_api_key,

@@ -141,6 +141,8 @@ def build_services(
             client_app_ids=settings.client_app_ids,
             agent_roles=settings.agent_roles,
             admin_roles=settings.admin_roles,
+            admin_client_app_ids=settings.admin_client_app_ids,
+            admin_scopes=settings.admin_scopes,
         ),
         registry=registry,
         writer=writer,
