@@ -252,7 +252,8 @@ async def drive(load: Load, server: Server) -> tuple[float, dict[str, int]]:
 def soak(options: Options, work: Path | None = None) -> dict[str, Any]:
     """Run one soak and return its summary (see the module docstring)."""
     work = work or Path(tempfile.mkdtemp(prefix="lkps-soak-"))
-    extra = {"LKPS_RATE_LIMIT_PER_MINUTE": str(options.rate_limit_per_minute)}
+    limit = str(options.rate_limit_per_minute)
+    extra = {"LKPS_RATE_LIMIT_PER_MINUTE": limit, "LKPS_USER_RATE_LIMIT_PER_MINUTE": limit}
     deployment = Deployment.create(work, options.db, options.postgres_url, extra_env=extra)
     try:
         with deployment.server() as server:
