@@ -65,7 +65,9 @@ class TestMemory:
         off = make_settings(rate_limit_per_minute=0, user_rate_limit_per_minute=0)
         assert build_rate_limits(off, FakeClock(), CollectorRegistry()) is None
         users_only = build_rate_limits(
-            make_settings(rate_limit_per_minute=0), FakeClock(), CollectorRegistry()
+            make_settings(rate_limit_per_minute=0, user_rate_limit_per_minute=30),
+            FakeClock(),
+            CollectorRegistry(),
         )
         assert users_only is not None
         assert (users_only.per_client, users_only.per_user is not None) == (None, True)
