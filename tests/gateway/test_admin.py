@@ -430,6 +430,29 @@ class TestAudit:
         assert all(row.request_id for row in actions)
 
 
+    async def test_reading_and_ending_one_session_are_recorded(self, admin: Admin) -> None:
+        """GET and DELETE of /api/admin/sessions/{room} each leave their row, naming the room (and, for the
+        end, who ended it)."""
+        ended_at = datetime.now(UTC)
+        await insert_sessions(
+            admin.gateway.db,
+            session_row("room-read"),
+            session_row("room-ended", status="ended", ended_at=ended_at, ended_by="caller"),
+        )
+        assert (await admin.get("/sessions/room-read")).status_code == 200
+        ended = await admin.gateway.client.delete(
+            "/api/admin/sessions/room-ended", headers={"Authorization": f"Bearer {admin.token()}"}
+        )
+        assert ended.status_code == 200, ended.text
+        actions = await admin.actions()
+        assert [(row.action, row.target) for row in actions] == [
+            ("get_session", "room-read"),
+            ("end_session", "room-ended"),
+        ]
+        assert '"ended_by":"caller"' in actions[1].details
+        assert {(row.actor_object_id, row.actor_client_app_id) for row in actions} == {(ADMIN_OID, ADMIN_APP)}
+
+
 @pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])
 async def test_a_session_is_followed_from_start_to_end_and_its_agent_revoked(
     admin: Admin, shuffled: bool
