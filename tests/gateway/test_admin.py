@@ -429,7 +429,6 @@ class TestAudit:
         assert '"registrations_revoked":0' in actions[2].details
         assert all(row.request_id for row in actions)
 
-
     async def test_reading_and_ending_one_session_are_recorded(self, admin: Admin) -> None:
         """GET and DELETE of /api/admin/sessions/{room} each leave their row, naming the room (and, for the
         end, who ended it)."""
