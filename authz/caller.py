@@ -19,7 +19,7 @@ class Caller:
     object_id: str  # oid: the user, or the service principal of an app-only caller
     client_app_id: str  # azp (v2) / appid (v1): the calling application's client id
     kind: CallerKind
-    user_id: str  # sanitised id for room names: first of LKPS_USER_ID_CLAIMS present; client id for apps
+    user_id: str  # first of LKPS_USER_ID_CLAIMS usable verbatim (else oid); the client id for apps
     display_name: str
     scopes: frozenset[str]
     roles: frozenset[str]

@@ -33,8 +33,9 @@ V1 = "1.0"
 _REQUIRED_CLAIMS = ("exp", "nbf", "iat", "iss", "aud", "tid", "ver", "oid", "sub")
 _CLIENT_CLAIM = {V2: "azp", V1: "appid"}
 _DISPLAY_CLAIMS = ("name", "preferred_username", "upn")
-_USER_ID_DROP = re.compile(r"[^A-Za-z0-9._-]")
-_USER_ID_MAX = 64
+# What LiveKit identities and room names can carry verbatim. A value outside it is refused, not cleaned:
+# cleaning merges people (`J.O'NEIL` and `J.ONEIL`), so the next configured claim is used instead.
+_USER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Control and invisible formatting characters (bidi overrides, zero-width, line separators) and lone
 # surrogates, which JSON escapes can produce and which no UTF-8 encoder downstream would accept.
 _DISPLAY_DROP = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
@@ -220,12 +221,13 @@ class EntraValidator:
             raise TokenRejected("issuer_invalid", "the token's signing key belongs to another issuer")
 
     def _user_id(self, claims: dict[str, Any], object_id: str) -> str:
+        """The first configured claim usable as it is, else the oid (a GUID, always usable)."""
         for name in self._user_id_claims:
             value = claims.get(name)
-            if isinstance(value, str):
-                cleaned = _USER_ID_DROP.sub("", value)[:_USER_ID_MAX]
-                if cleaned:
-                    return cleaned
+            if isinstance(value, str) and _USER_ID.fullmatch(value):
+                return object_id if name == "oid" else value
+            if value is not None:
+                log.info("user_id_claim_unusable", claim=name)  # the value is personal data: not logged
         return object_id
 
 

@@ -20,6 +20,8 @@ class CallerPolicy:
     client_app_ids: tuple[str, ...]
     agent_roles: tuple[str, ...]
     admin_roles: tuple[str, ...] = ()
+    admin_client_app_ids: tuple[str, ...] = ()
+    admin_scopes: tuple[str, ...] = ()
 
     def check_session_caller(self, caller: Caller) -> None:
         """Raise AccessDenied unless `caller` may start sessions.
@@ -71,16 +73,36 @@ class CallerPolicy:
             )
 
     def check_admin(self, caller: Caller) -> None:
-        """Raise AccessDenied unless `caller` carries a configured admin app role (none configured: nobody).
+        """Raise AccessDenied unless `caller` may use the admin API (nothing configured: nobody may).
 
-        Entra puts app roles in `roles` for both kinds of token: an application's role assignments in an
-        app-only token, a user's (or their groups') in a delegated one.
+        An admin role alone is not enough: Entra puts a user's app roles into a delegated token for *any*
+        client the user signs in to, so the client must be on the admin allow-list too (an app-only
+        caller is its own client), and a delegated token must carry a configured admin scope.
         """
-        if not self.admin_roles:
+        if not self.admin_roles or not self.admin_client_app_ids:
             raise AccessDenied(
                 "admin_disabled",
-                "The admin API is disabled: no admin role is configured (LKPS_ADMIN_ROLES).",
+                "The admin API is disabled: it needs an admin role (LKPS_ADMIN_ROLES) and the client "
+                "applications allowed to use it (LKPS_ADMIN_CLIENT_APP_IDS).",
             )
+        if caller.client_app_id not in self.admin_client_app_ids:
+            raise AccessDenied(
+                "admin_client_not_allowed",
+                f"Client application '{caller.client_app_id}' may not use the admin API; the lkps owners "
+                "list admin clients in LKPS_ADMIN_CLIENT_APP_IDS.",
+            )
+        if caller.kind is CallerKind.USER:
+            if not self.admin_scopes:
+                raise AccessDenied(
+                    "admin_delegated_disabled",
+                    "User tokens cannot use the admin API here: no admin scope is configured "
+                    "(LKPS_ADMIN_SCOPES); use the operator application's app-only token.",
+                )
+            if caller.scopes.isdisjoint(self.admin_scopes):
+                raise AccessDenied(
+                    "scope_missing",
+                    f"The token lacks an admin scope (one of: {', '.join(self.admin_scopes)}).",
+                )
         if caller.roles.isdisjoint(self.admin_roles):
             raise AccessDenied(
                 "role_missing",

@@ -91,7 +91,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
-        "--rate-limit-per-minute", type=int, default=0, help="lkps's per-client limit (0: off, the default)"
+        "--rate-limit-per-minute",
+        type=int,
+        default=0,
+        help="lkps's per-client and per-user limits (0: off, the default)",
     )
     parser.add_argument(
         "--verified-token-cache-size",
@@ -104,7 +107,8 @@ def main() -> None:
         raise SystemExit("wrk is required: apt-get install -y wrk")
 
     work = Path(tempfile.mkdtemp(prefix="lkps-bench-"))
-    extra_env = {"LKPS_RATE_LIMIT_PER_MINUTE": str(args.rate_limit_per_minute)}
+    limit = str(args.rate_limit_per_minute)
+    extra_env = {"LKPS_RATE_LIMIT_PER_MINUTE": limit, "LKPS_USER_RATE_LIMIT_PER_MINUTE": limit}
     if args.verified_token_cache_size is not None:
         extra_env["LKPS_VERIFIED_TOKEN_CACHE_SIZE"] = str(args.verified_token_cache_size)
     deployment = Deployment.create(

@@ -91,6 +91,8 @@ class Settings:
     environment: str = "default"
     rate_limit_per_minute: int = 3000
     rate_limit_burst: int = 100
+    user_rate_limit_per_minute: int = 30
+    user_rate_limit_burst: int = 10
     redis_url: str | None = field(default=None, repr=False)
     otel_exporter_endpoint: str | None = None
     otel_service_name: str = "lkps"
@@ -98,6 +100,8 @@ class Settings:
     livekit_api_url: str | None = None  # LiveKit's server API; None: derived from livekit_url
     livekit_api_timeout_seconds: float = 5.0
     admin_roles: tuple[str, ...] = ()
+    admin_client_app_ids: tuple[str, ...] = ()
+    admin_scopes: tuple[str, ...] = ()
     retention_days: int = DEFAULT_RETENTION_DAYS
 
     @property
@@ -260,11 +264,18 @@ class _Parser:
                 "(multi-tenant values such as 'common' or 'organizations' are not accepted)"
             )
         authority = self.https_url("LKPS_ENTRA_AUTHORITY", DEFAULT_AUTHORITY)
-        audiences = self.words("LKPS_ENTRA_AUDIENCES")
+        # Entra writes the client id in lowercase; an uppercase one configured would never match.
+        audiences = tuple(aud.lower() if is_guid(aud) else aud for aud in self.words("LKPS_ENTRA_AUDIENCES"))
         if not audiences:
             self.problems.append("LKPS_ENTRA_AUDIENCES is required (the App ID URI and/or client id of lkps)")
         if any("*" in aud for aud in audiences):
             self.problems.append("LKPS_ENTRA_AUDIENCES: wildcards are not allowed")
+        elif audiences and not any(is_guid(aud) for aud in audiences):
+            self.problems.append(
+                "LKPS_ENTRA_AUDIENCES lists no GUID, but Entra v2.0 access tokens carry lkps's "
+                "application (client) id in aud, so every v2.0 token would be refused; add lkps's client id "
+                "(keep the App ID URI for v1.0 tokens)"
+            )
 
         livekit_url = self.required("LKPS_LIVEKIT_URL")
         if livekit_url:
@@ -298,6 +309,8 @@ class _Parser:
         if log_level not in {"debug", "info", "warning", "error"}:
             self.problems.append(f"LKPS_LOG_LEVEL: {log_level!r} must be debug, info, warning or error")
 
+        client_rate, user_rate = self.rate_limits()
+        client_scopes = self.words("LKPS_CLIENT_SCOPES")
         settings = Settings(
             entra_tenant_id=tenant.lower(),
             entra_audiences=audiences,
@@ -322,7 +335,7 @@ class _Parser:
             ),
             user_id_claims=user_id_claims,
             client_roles=self.words("LKPS_CLIENT_ROLES"),
-            client_scopes=self.words("LKPS_CLIENT_SCOPES"),
+            client_scopes=client_scopes,
             client_app_ids=self.guids("LKPS_CLIENT_APP_IDS"),
             agent_roles=self.words("LKPS_AGENT_ROLES"),
             participant_token_ttl_seconds=self.number(
@@ -347,8 +360,10 @@ class _Parser:
             log_level=log_level,
             log_format=log_format,
             environment=self.raw("LKPS_ENVIRONMENT") or "default",
-            rate_limit_per_minute=self.number("LKPS_RATE_LIMIT_PER_MINUTE", 3000, int, 0, 1_000_000),
+            rate_limit_per_minute=client_rate,
             rate_limit_burst=self.number("LKPS_RATE_LIMIT_BURST", 100, int, 0, 100_000),
+            user_rate_limit_per_minute=user_rate,
+            user_rate_limit_burst=self.number("LKPS_USER_RATE_LIMIT_BURST", 10, int, 0, 100_000),
             redis_url=self.redis_url(),
             otel_exporter_endpoint=self.otel_endpoint(),
             otel_service_name=self.raw("LKPS_OTEL_SERVICE_NAME") or "lkps",
@@ -356,11 +371,24 @@ class _Parser:
             livekit_api_url=self.livekit_api_url(),
             livekit_api_timeout_seconds=self.number("LKPS_LIVEKIT_API_TIMEOUT_SECONDS", 5.0, float, 0.1, 60),
             admin_roles=self.words("LKPS_ADMIN_ROLES"),
+            admin_client_app_ids=self.guids("LKPS_ADMIN_CLIENT_APP_IDS"),
+            admin_scopes=self.words("LKPS_ADMIN_SCOPES") or client_scopes,
             retention_days=self.retention_days(),
         )
         if self.problems:
             raise ConfigError(self.problems)
         return settings
+
+    def rate_limits(self) -> tuple[int, int]:
+        """(per client, per user and client) session starts a minute; the client's is the ceiling above."""
+        client = self.number("LKPS_RATE_LIMIT_PER_MINUTE", 3000, int, 0, 1_000_000)
+        user = self.number("LKPS_USER_RATE_LIMIT_PER_MINUTE", 30, int, 0, 1_000_000)
+        if client and user > client:
+            self.problems.append(
+                f"LKPS_USER_RATE_LIMIT_PER_MINUTE ({user}) is above LKPS_RATE_LIMIT_PER_MINUTE ({client}), the "
+                "ceiling all users of one client application share; lower it or raise the ceiling"
+            )
+        return client, user
 
     def origins(self, name: str) -> tuple[str, ...]:
         """Exact browser origins (`scheme://host[:port]`), lower-cased as browsers send them."""

@@ -35,6 +35,14 @@ class SessionView(msgspec.Struct):
     agent_joined_at: datetime | None
     duration_seconds: Annotated[float | None, msgspec.Meta(description="ended_at - started_at")]
     request_id: Annotated[str, msgspec.Meta(description="The session start's request id.")]
+    reopened_count: Annotated[
+        int,
+        msgspec.Meta(
+            description="How often LiveKit reported activity in the room after the session ended (its room "
+            "was deleted again each time); anything but 0 means a still-valid token was used after the end."
+        ),
+    ]
+    reopened_at: Annotated[datetime | None, msgspec.Meta(description="The latest such activity.")]
 
 
 class SessionPage(msgspec.Struct):
@@ -133,6 +141,8 @@ def session_view(session: SessionState) -> SessionView:
         agent_joined_at=session.agent_joined_at,
         duration_seconds=session.duration_seconds,
         request_id=session.request_id,
+        reopened_count=session.reopened_count,
+        reopened_at=session.reopened_at,
     )
 
 

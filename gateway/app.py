@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from opentelemetry.sdk.trace import TracerProvider
 
 from config import Settings
+from gateway.body_drain import BodyDrainLayer
 from gateway.errors import render_error
 from gateway.observability.access import AccessLayer
 from gateway.observability.tracing import build_tracer_provider, tracing_plugin
@@ -109,7 +110,7 @@ def create_app(
     )
     app.state.services = services
     # Outermost layer, so it sees every response, including 404s and rendered exceptions.
-    app.asgi_handler = AccessLayer(app.asgi_handler, services.metrics)
+    app.asgi_handler = AccessLayer(BodyDrainLayer(app.asgi_handler), services.metrics)
     return app
 
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from authz.clock import SystemClock
-from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevIssuer, DevState
+from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DEMO_OPERATOR, DevIssuer, DevState
 from gateway.dev_livekit import LiveKitConfig, LiveKitNotReady, LiveKitProcess, find_binary
 from gateway.dev_state import StateLock
 from gateway.persistence.agents import AgentRegistry, NewRegistration
@@ -59,6 +59,7 @@ def dev_environment(
         "LKPS_CLIENT_ROLES": identity.client_role,
         "LKPS_AGENT_ROLES": identity.agent_role,
         "LKPS_ADMIN_ROLES": identity.admin_role,
+        "LKPS_ADMIN_CLIENT_APP_IDS": state.client(DEMO_OPERATOR).client_id,
         "LKPS_LIVEKIT_URL": livekit_url,
         "LKPS_LIVEKIT_API_KEY": identity.livekit_api_key,
         "LKPS_LIVEKIT_API_SECRET": identity.livekit_api_secret,

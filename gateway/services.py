@@ -25,7 +25,7 @@ from gateway.persistence.db import create_engine
 from gateway.persistence.lifecycle import SessionLifecycle
 from gateway.persistence.revocations import AgentRevocations
 from gateway.persistence.sessions import SessionWriter
-from gateway.ratelimit import build_rate_limiter
+from gateway.ratelimit import build_rate_limits
 from gateway.session_end import SessionEnder
 from gateway.session_start import ClientAuthorizer, SessionStarter
 
@@ -112,11 +112,9 @@ def build_services(
     metrics = Metrics()
     if authorizer is None:
         authorizer = build_preauthorizer(settings, http, clock, metrics.registry)
-    limiter = build_rate_limiter(
-        settings.rate_limit_per_minute, settings.rate_limit_burst, settings.redis_url, clock, metrics.registry
-    )
-    if limiter is not None:
-        owned.append(limiter.aclose)
+    limits = build_rate_limits(settings, clock, metrics.registry)
+    if limits is not None:
+        owned.append(limits.aclose)
     registry = AgentRegistry(engine, clock, settings.agent_cache_ttl_seconds)
     writer = SessionWriter(engine, metrics, settings.session_batch_max)
     minter = LiveKitMinter(settings.livekit_api_key, settings.livekit_api_secret, clock)
@@ -141,6 +139,8 @@ def build_services(
             client_app_ids=settings.client_app_ids,
             agent_roles=settings.agent_roles,
             admin_roles=settings.admin_roles,
+            admin_client_app_ids=settings.admin_client_app_ids,
+            admin_scopes=settings.admin_scopes,
         ),
         registry=registry,
         writer=writer,
@@ -152,7 +152,7 @@ def build_services(
             writer=writer,
             clock=clock,
             token_ttl_seconds=settings.participant_token_ttl_seconds,
-            limiter=limiter,
+            limits=limits,
         ),
         authorizer=authorizer,
         rooms=rooms,

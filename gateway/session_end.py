@@ -6,10 +6,14 @@ ended really is over; when LiveKit cannot be reached the row stays as it was and
 
 from __future__ import annotations
 
+import structlog
+
 from authz.caller import Caller
 from gateway.errors import ApiError, database_errors
 from gateway.livekit_rooms import LiveKitRefused, LiveKitUnavailable, RoomControl
 from gateway.persistence.lifecycle import SessionLifecycle, SessionState
+
+log = structlog.get_logger("lkps.sessions")
 
 
 class SessionEnder:
@@ -33,27 +37,38 @@ class SessionEnder:
             )
         if session.status == "ended":
             return session
+        await self._delete_room(room_name, "the session is still open")
+        with database_errors("The room was deleted but the session could not be marked ended; retry."):
+            ended = await self._lifecycle.end(room_name, ended_by)
+        if ended is None:  # pruned meanwhile
+            raise session_not_found(room_name)
+        return ended
+
+    async def close_reopened(self, room_name: str) -> None:
+        """Delete again the room of an ended session that LiveKit reports activity in: a participant token
+        still within its TTL re-created it. An ended session stays ended."""
+        log.warning("session.reopened_after_end", room=room_name)
+        await self._delete_room(
+            room_name, "the ended session's room is open again; LiveKit retries this webhook"
+        )
+
+    async def _delete_room(self, room_name: str, consequence: str) -> None:
         try:
             await self._rooms.delete_room(room_name)
         except LiveKitUnavailable as exc:
             raise ApiError(
                 502,
                 "livekit_unavailable",
-                f"LiveKit could not be reached to end the session ({exc}); it is still open, retry shortly.",
+                f"LiveKit could not be reached to delete the room ({exc}); {consequence}, retry shortly.",
                 headers={"Retry-After": "5"},
             ) from exc
         except LiveKitRefused as exc:
             raise ApiError(
                 502,
                 "livekit_error",
-                f"LiveKit refused to delete the room ({exc}); the session is still open. "
+                f"LiveKit refused to delete the room ({exc}); {consequence}. "
                 "Contact the lkps operators: its LiveKit API key may be wrong.",
             ) from exc
-        with database_errors("The room was deleted but the session could not be marked ended; retry."):
-            ended = await self._lifecycle.end(room_name, ended_by)
-        if ended is None:  # pruned meanwhile
-            raise session_not_found(room_name)
-        return ended
 
 
 def session_not_found(room_name: str) -> ApiError:

@@ -20,7 +20,7 @@ from gateway.livekit_tokens import LiveKitMinter
 from gateway.observability.context import RequestContext
 from gateway.persistence.agents import AgentRegistry
 from gateway.persistence.sessions import SessionRecord, SessionWriter
-from gateway.ratelimit import RateLimiter, retry_after_header
+from gateway.ratelimit import SessionRateLimits, retry_after_header
 from gateway.rooms import room_name
 
 
@@ -52,9 +52,9 @@ class SessionStarter:
         writer: SessionWriter,
         clock: Clock,
         token_ttl_seconds: int,
-        limiter: RateLimiter | None = None,
+        limits: SessionRateLimits | None = None,
     ) -> None:
-        self._limiter = limiter
+        self._limits = limits
         self._registry = registry
         self._authorizer = authorizer
         self._minter = minter
@@ -74,16 +74,14 @@ class SessionStarter:
         """`display_name` (the token endpoint's `participant_name`) replaces only the shown name, never
         the identity, which always comes from the validated token."""
         ctx.fields["agent_id"] = agent_app_id
-        if self._limiter is not None:
-            wait = await self._limiter.acquire(caller.client_app_id)
-            if wait:
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    f"Too many session starts for client application '{caller.client_app_id}'; "
-                    f"retry after {retry_after_header(wait)} s.",
-                    headers={"Retry-After": retry_after_header(wait)},
-                )
+        # The user's own budget pays for everything they ask, refusals included; the budget shared by
+        # their client's users only for what is served (see gateway.ratelimit).
+        if self._limits is not None:
+            _refuse_if_waiting(
+                await self._limits.user_wait(caller),
+                f"Too many session starts by you through client application '{caller.client_app_id}'",
+                "rate_limited_user",
+            )
         with database_errors("The agent registry could not be read; retry shortly."):
             agent = await self._registry.active(agent_app_id)
         if agent is None:
@@ -101,6 +99,12 @@ class SessionStarter:
                     "configured to check it; contact the lkps operators.",
                 )
             await self._authorizer.authorize(caller, agent_app_id)
+        if self._limits is not None:
+            _refuse_if_waiting(
+                await self._limits.client_wait(caller),
+                f"Too many session starts for client application '{caller.client_app_id}'",
+                "rate_limited_client",
+            )
 
         now = self._clock.now()
         room = room_name(caller.user_id, agent_app_id, int(now * 1000), os.urandom(4).hex())
@@ -138,3 +142,15 @@ class SessionStarter:
             )
         ctx.fields["room"] = room
         return StartedSession(room, token.jwt, identity, token.expires_at)
+
+
+def _refuse_if_waiting(wait: float, what: str, reason: str) -> None:
+    if wait:
+        retry_after = retry_after_header(wait)
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"{what}; retry after {retry_after} s.",
+            reason=reason,
+            headers={"Retry-After": retry_after},
+        )

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Update, case, literal, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, Update, and_, case, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from authz.clock import Clock, utc_now
 from gateway.persistence.dialect import upsert_insert
@@ -54,6 +54,8 @@ class SessionState(SessionRecord):
     ended_at: datetime | None
     agent_joined_at: datetime | None
     ended_by: str | None
+    reopened_count: int = 0
+    reopened_at: datetime | None = None
 
     @property
     def duration_seconds(self) -> float | None:
@@ -66,9 +68,30 @@ def session_state(row: Any) -> SessionState:
     return SessionState(**row._asdict())
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    new: bool  # False: an event with this id was already recorded, nothing changed
+    reopened: bool  # activity in the room after its session ended: the room must be deleted again
+
+
 def _earliest(column: Any, moment: datetime) -> ColumnElement[datetime]:
     value = literal(moment, UtcDateTime())
     return case((or_(column.is_(None), column > value), value), else_=column)
+
+
+def _latest(column: Any, moment: datetime) -> ColumnElement[datetime]:
+    value = literal(moment, UtcDateTime())
+    return case((or_(column.is_(None), column < value), value), else_=column)
+
+
+def _ended_before(event: LifecycleEvent) -> ColumnElement[bool]:
+    """The event's session had ended before the event happened (a late delivery of earlier activity is not
+    a reopening)."""
+    return and_(
+        sessions.c.room_name == event.room_name,
+        sessions.c.status == "ended",
+        sessions.c.ended_at < literal(event.occurred_at, UtcDateTime()),
+    )
 
 
 def _session_change(event: LifecycleEvent) -> Update | None:
@@ -95,10 +118,12 @@ class SessionLifecycle:
         self._engine = engine
         self._clock = clock
 
-    async def record(self, event: LifecycleEvent) -> bool:
+    async def record(self, event: LifecycleEvent) -> Recorded:
         """Store `event` and apply it to its session (if lkps knows the room) in one transaction.
 
-        Returns False, changing nothing, when an event with this id was already recorded.
+        An event with an id already recorded changes nothing (`new` False). Activity after the session
+        ended is a reopening: counted once per event, and reported for every delivery, so a retried
+        webhook retries deleting the room too.
         """
         async with self._engine.begin() as conn:
             stored = await conn.execute(
@@ -115,12 +140,29 @@ class SessionLifecycle:
                 )
                 .on_conflict_do_nothing(index_elements=[session_events.c.id])
             )
-            if stored.rowcount == 0:
-                return False
-            change = _session_change(event)
+            new = stored.rowcount != 0
+            reopened = False
+            if event.event in {ROOM_STARTED, PARTICIPANT_JOINED}:
+                reopened = await self._reopened(conn, event, count=new)
+            change = _session_change(event) if new else None
             if change is not None:
                 await conn.execute(change)
-        return True
+        return Recorded(new, reopened)
+
+    @staticmethod
+    async def _reopened(conn: AsyncConnection, event: LifecycleEvent, *, count: bool) -> bool:
+        if not count:
+            found = await conn.execute(select(sessions.c.room_name).where(_ended_before(event)))
+            return found.first() is not None
+        counted = await conn.execute(
+            update(sessions)
+            .where(_ended_before(event))
+            .values(
+                reopened_count=sessions.c.reopened_count + 1,
+                reopened_at=_latest(sessions.c.reopened_at, event.occurred_at),
+            )
+        )
+        return counted.rowcount != 0
 
     async def session(self, room_name: str) -> SessionState | None:
         async with self._engine.connect() as conn:

@@ -11,12 +11,14 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
     Text,
     TypeDecorator,
     false,
+    text,
 )
 
 metadata = MetaData(
@@ -94,6 +96,10 @@ sessions = Table(
     Column("ended_at", UtcDateTime(), nullable=True),
     Column("agent_joined_at", UtcDateTime(), nullable=True),
     Column("ended_by", String(16), nullable=True),  # webhook | caller | admin
+    # LiveKit activity (room_started, a join) after the session ended: a still-valid token re-created the
+    # room. Each one is counted and the room deleted again.
+    Column("reopened_count", Integer(), nullable=False, server_default=text("0")),
+    Column("reopened_at", UtcDateTime(), nullable=True),  # the latest such activity
     Index(None, "agent_app_id", "created_at"),
     Index(None, "caller_object_id", "created_at"),
     Index(None, "client_app_id", "created_at"),

@@ -35,14 +35,16 @@ class WebhookAck(msgspec.Struct):
     status_code=200,
     request_max_body_size=MAX_WEBHOOK_BYTES,
     security=[{"livekit_webhook": []}],
-    responses=error_responses(400, 401, 413, 415, 503),
+    responses=error_responses(400, 401, 413, 415, 502, 503),
     operation_id="receiveLiveKitWebhook",
     tags=["livekit"],
     summary="Receive a LiveKit webhook",
     description="Configure the LiveKit server with `webhook: {api_key: <LKPS_LIVEKIT_API_KEY>, urls: "
     "[https://<lkps>/api/livekit/webhook]}`. `room_started`, `participant_joined`, `participant_left`, "
     "`participant_connection_aborted` and `room_finished` are recorded against the session; other events "
-    "are acknowledged and dropped. A retried event (same id) changes nothing.",
+    "are acknowledged and dropped. A retried event (same id) changes nothing. A session that ended stays "
+    "ended: `room_started` or a join after its end is counted on the session (`reopened_count`) and the room "
+    "is deleted again (502 if LiveKit cannot be reached, so LiveKit retries).",
 )
 async def livekit_webhook(request: Request[Any, Any, Any]) -> WebhookAck:
     services = services_of(request)
@@ -61,4 +63,7 @@ async def livekit_webhook(request: Request[Any, Any, Any]) -> WebhookAck:
     ctx.fields["room"] = record.room_name
     with database_errors("The webhook could not be recorded; LiveKit retries it."):
         recorded = await services.lifecycle.record(record)
-    return WebhookAck(status="recorded" if recorded else "duplicate")
+    if recorded.reopened:
+        ctx.fields["reopened"] = True
+        await services.ending.close_reopened(record.room_name)
+    return WebhookAck(status="recorded" if recorded.new else "duplicate")

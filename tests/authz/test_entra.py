@@ -284,8 +284,10 @@ class TestUserId:
         [
             ({"cwid": "ADA0001"}, "ADA0001"),
             ({"cwid": "ada.lovelace_1-x"}, "ada.lovelace_1-x"),
-            ({"cwid": "A.B C/D@e\u00e9\u200bF"}, "A.BCDeF"),
-            ({"cwid": "x" * 100}, "x" * 64),
+            ({"cwid": "x" * 64}, "x" * 64),
+            ({"cwid": "A.B C/D@e\u00e9\u200bF"}, USER_OID),
+            ({"cwid": "J.O'NEIL"}, USER_OID),
+            ({"cwid": "x" * 65}, USER_OID),
             ({"cwid": "é@ /"}, USER_OID),
             ({"cwid": ""}, USER_OID),
             ({"cwid": 12345}, USER_OID),
@@ -295,8 +297,10 @@ class TestUserId:
         ids=[
             "plain",
             "allowed-punctuation",
-            "sanitised",
-            "truncated",
+            "longest",
+            "would-need-cleaning",
+            "apostrophe",
+            "too-long",
             "sanitises-to-empty",
             "empty",
             "int",
@@ -307,8 +311,31 @@ class TestUserId:
     async def test_first_configured_claim_sanitised_else_oid(
         self, validator: EntraValidator, fake: FakeEntra, claims: dict[str, object], expected: str
     ) -> None:
-        """user_id is the first configured claim present, sanitised to [A-Za-z0-9._-] and 64 chars, else oid."""
+        """user_id is the first configured claim that is already [A-Za-z0-9._-]{1,64}, else oid: never a cleaned
+        or truncated value."""
         assert (await validator.validate(fake.mint_user_token(**claims))).user_id == expected
+
+    async def test_values_that_differ_only_in_dropped_characters_stay_different_people(
+        self, validator: EntraValidator, fake: FakeEntra
+    ) -> None:
+        """`J.O'NEIL` and `J.ONEIL` (and two ids sharing their first 64 characters) never share a user id."""
+        other_oid = "0a9b8c7d-6e5f-4a3b-9c2d-1e0f9a8b7c6d"
+        pairs = [("J.O'NEIL", "J.ONEIL"), ("x" * 64 + "1", "x" * 64 + "2")]
+        for first, second in pairs:
+            one = await validator.validate(fake.mint_user_token(cwid=first))
+            two = await validator.validate(fake.mint_user_token(cwid=second, oid=other_oid))
+            assert one.user_id != two.user_id
+            assert one.identity != two.identity
+
+    async def test_an_unusable_claim_falls_back_to_the_next_configured_one(
+        self, http: httpx.AsyncClient, clock: FakeClock, fake: FakeEntra
+    ) -> None:
+        """A value cleaning would change is skipped for the next claim of LKPS_USER_ID_CLAIMS, oid last."""
+        custom = build_validator(make_settings(user_id_claims=("employeeid", "cwid", "oid")), http, clock)
+        await custom.start()
+        assert (await custom.validate(fake.mint_user_token(employeeid="E 42"))).user_id == "ADA0001"
+        assert (await custom.validate(fake.mint_user_token(employeeid="E/42", cwid="Ö1"))).user_id == USER_OID
+        await custom.aclose()
 
     async def test_claim_order_follows_the_settings(
         self, http: httpx.AsyncClient, clock: FakeClock, fake: FakeEntra

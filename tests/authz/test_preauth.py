@@ -31,6 +31,7 @@ from tests.support.entra import (
     USER_OID,
     FakeEntra,
     FakeEntraServer,
+    FakeResponse,
     make_settings,
 )
 from tests.support.graph import (
@@ -513,3 +514,66 @@ async def test_real_tls_uses_the_configured_ca_bundle_despite_environment_overri
         assert graph.calls == 1
         assert graph.rejections == []
         assert server.entra.count("token") == 1
+
+
+@contextlib.asynccontextmanager
+async def preauthorizer_from_settings(
+    tmp_path: Path, **settings: Any
+) -> AsyncIterator[tuple[Any, FakeGraph, FakeClock]]:
+    """The pre-authorizer exactly as `build_preauthorizer` wires it from settings (real TLS, MSAL), with
+    `settings` for its cache, and the fake Graph behind it."""
+    clock = FakeClock()
+    with FakeEntraServer(tmp_path) as server:
+        register_lkps(server.entra)
+        graph = FakeGraph(server.entra, server.authority)
+        configured = make_settings(
+            entra_authority=server.authority,
+            entra_ca_bundle=server.ca_path,
+            graph=GraphCredential(LKPS_CLIENT_ID, client_secret=LKPS_CLIENT_SECRET),
+            graph_url=server.authority,
+            **settings,
+        )
+        http = build_http_client(configured)
+        authorizer = build_preauthorizer(configured, http, clock, CollectorRegistry())
+        assert authorizer is not None
+        try:
+            yield authorizer, graph, clock
+        finally:
+            await authorizer.aclose()
+            await http.aclose()
+
+
+GRAPH_DOWN = FakeResponse.json(503, {"error": {"code": "ServiceUnavailable", "message": "Graph is down"}})
+
+
+async def test_the_configured_maximum_staleness_bounds_serving_stale(tmp_path: Path) -> None:
+    """LKPS_GRAPH_CACHE_MAX_STALE_SECONDS (30 here, not the 3600 default) is where serving the last good
+    answer during a Graph outage stops: before it the session is allowed, after it 503."""
+    async with preauthorizer_from_settings(
+        tmp_path, graph_cache_ttl_seconds=10, graph_cache_max_stale_seconds=30
+    ) as (authorizer, graph, clock):
+        graph.put(application(preauthorized={SPA_CLIENT_ID: [SCOPE_ID]}))
+        await authorizer.authorize(user(), AGENT_ID)
+        graph.entra.override("graph", GRAPH_DOWN)
+        clock.advance(20)
+        await authorizer.authorize(user(), AGENT_ID)  # stale but within 30 s
+        clock.advance(20)
+        with pytest.raises(AuthUnavailable):
+            await authorizer.authorize(user(), AGENT_ID)
+
+
+async def test_a_not_found_answer_is_never_served_stale(tmp_path: Path) -> None:
+    """Graph said the agent app does not exist; once that answer expires and Graph fails, the caller gets
+    503 (try again), not a refusal built from the expired "not found"."""
+    async with preauthorizer_from_settings(tmp_path, graph_negative_ttl_seconds=5) as (
+        authorizer,
+        graph,
+        clock,
+    ):
+        graph.remove(AGENT_ID)
+        with pytest.raises(AccessDenied):
+            await authorizer.authorize(user(), AGENT_ID)
+        graph.entra.override("graph", GRAPH_DOWN)
+        clock.advance(6)
+        with pytest.raises(AuthUnavailable):
+            await authorizer.authorize(user(), AGENT_ID)

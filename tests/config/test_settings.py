@@ -272,3 +272,53 @@ class TestLifecycleSettings:
         with pytest.raises(ConfigError) as caught:
             retention_from_env({"LKPS_RETENTION_DAYS": "-1", "LKPS_DATABASE_URL": "mysql://db"})
         assert len(caught.value.problems) == 2
+
+
+class TestSecurityReviewSettings:
+    def test_a_livekit_secret_one_short_of_32_characters_is_refused(self) -> None:
+        """LiveKit's own floor is 32 characters: 31 is one problem naming the variable, 32 is accepted."""
+        [problem] = problems(env(LKPS_LIVEKIT_API_SECRET="x" * 31))
+        assert problem.startswith("LKPS_LIVEKIT_API_SECRET must be at least 32 characters")
+        assert Settings.from_env(env(LKPS_LIVEKIT_API_SECRET="x" * 32)).livekit_api_secret == "x" * 32
+
+    @pytest.mark.parametrize(
+        "audiences",
+        ["api://livekit-platform-service.example.com", "api://lkps, https://lkps.example.com"],
+    )
+    def test_audiences_without_the_client_id_guid_are_refused(self, audiences: str) -> None:
+        """v2.0 tokens carry the API's client id in aud: audiences without it are one clear problem, and a
+        client id written in uppercase is kept in the lowercase form Entra sends."""
+        [problem] = problems(env(LKPS_ENTRA_AUDIENCES=audiences))
+        assert problem.startswith("LKPS_ENTRA_AUDIENCES lists no GUID")
+        assert "client id" in problem
+        upper = Settings.from_env(env(LKPS_ENTRA_AUDIENCES="api://lkps,9A1F5D2C-3B4E-4F60-8A7B-9C0D1E2F3A4B"))
+        assert upper.entra_audiences == ("api://lkps", "9a1f5d2c-3b4e-4f60-8a7b-9c0d1e2f3a4b")
+
+    def test_admin_access_needs_its_own_settings(self) -> None:
+        """The admin client allow-list is empty by default (admin API off); admin scopes default to the client
+        scopes; the allow-list takes lowercase GUIDs only."""
+        defaults = Settings.from_env(env(LKPS_CLIENT_SCOPES="access_as_user"))
+        assert (defaults.admin_client_app_ids, defaults.admin_scopes) == ((), ("access_as_user",))
+        admin_app = "8c3e1f7a-2b4d-4e6f-9a8b-7c6d5e4f3a2b"
+        configured = Settings.from_env(
+            env(
+                LKPS_ADMIN_CLIENT_APP_IDS=admin_app,
+                LKPS_CLIENT_SCOPES="access_as_user",
+                LKPS_ADMIN_SCOPES="lkps.admin",
+            )
+        )
+        assert (configured.admin_client_app_ids, configured.admin_scopes) == ((admin_app,), ("lkps.admin",))
+        [problem] = problems(env(LKPS_ADMIN_CLIENT_APP_IDS="admin-portal"))
+        assert problem.startswith("LKPS_ADMIN_CLIENT_APP_IDS: not lowercase GUIDs")
+
+    def test_the_per_user_rate_limit_stays_below_the_client_ceiling(self) -> None:
+        """Per user 30/min (burst 10) under a per-client ceiling; a user limit above the ceiling is refused."""
+        defaults = Settings.from_env(env())
+        assert (defaults.user_rate_limit_per_minute, defaults.user_rate_limit_burst) == (30, 10)
+        assert (defaults.rate_limit_per_minute, defaults.rate_limit_burst) == (3000, 100)
+        [problem] = problems(env(LKPS_RATE_LIMIT_PER_MINUTE="100", LKPS_USER_RATE_LIMIT_PER_MINUTE="101"))
+        assert problem.startswith("LKPS_USER_RATE_LIMIT_PER_MINUTE (101) is above LKPS_RATE_LIMIT_PER_MINUTE")
+        unbounded = Settings.from_env(
+            env(LKPS_RATE_LIMIT_PER_MINUTE="0", LKPS_USER_RATE_LIMIT_PER_MINUTE="500")
+        )
+        assert (unbounded.rate_limit_per_minute, unbounded.user_rate_limit_per_minute) == (0, 500)

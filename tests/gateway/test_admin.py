@@ -14,12 +14,13 @@ from sqlalchemy import select
 from gateway.persistence.tables import admin_actions, agent_registrations
 from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
 from tests.gateway.test_session_start import assert_error
-from tests.support.entra import SERVICE_CLIENT_ID, SPA_CLIENT_ID, USER_OID
+from tests.support.entra import OTHER_CLIENT_ID, SERVICE_CLIENT_ID, SPA_CLIENT_ID, USER_OID
 from tests.support.livekit_webhooks import SignedWebhook, event, signed
 from tests.support.sessions import insert_sessions, session_row
 
 pytestmark = pytest.mark.anyio
 ADMIN_ROLE = "Lkps.Admin"
+ADMIN_SCOPE = "lkps.admin"
 ADMIN_APP = "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a"
 ADMIN_OID = "1f2e3d4c-5b6a-4798-8a7b-6c5d4e3f2a1b"
 OTHER_AGENT = "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
@@ -64,7 +65,12 @@ class Admin:
 
 @pytest.fixture
 async def admin(database_url: str) -> AsyncIterator[Admin]:
-    async for gateway in running_gateway(database_url, admin_roles=(ADMIN_ROLE,)):
+    async for gateway in running_gateway(
+        database_url,
+        admin_roles=(ADMIN_ROLE,),
+        admin_client_app_ids=(ADMIN_APP, SPA_CLIENT_ID),
+        admin_scopes=(ADMIN_SCOPE,),
+    ):
         yield Admin(gateway)
 
 
@@ -96,15 +102,59 @@ class TestAuthorization:
 
     async def test_the_admin_api_is_off_without_configured_roles(self, database_url: str) -> None:
         """With LKPS_ADMIN_ROLES unset, even a token carrying an admin-looking role is refused (fail closed)."""
-        async for gateway in running_gateway(database_url):
+        async for gateway in running_gateway(database_url, admin_client_app_ids=(ADMIN_APP,)):
             response = await Admin(gateway).get("/agents")
             body = assert_error(response, 403, "forbidden")
             assert "LKPS_ADMIN_ROLES" in body["message"]
 
+    async def test_the_admin_api_is_off_without_an_admin_client_allow_list(self, database_url: str) -> None:
+        """With LKPS_ADMIN_CLIENT_APP_IDS unset, an admin role alone opens nothing (fail closed)."""
+        async for gateway in running_gateway(database_url, admin_roles=(ADMIN_ROLE,)):
+            response = await Admin(gateway).get("/agents")
+            body = assert_error(response, 403, "forbidden")
+            assert "LKPS_ADMIN_CLIENT_APP_IDS" in body["message"]
+            assert await Admin(gateway).actions() == []
+
     async def test_a_user_assigned_the_admin_role_is_an_admin(self, admin: Admin) -> None:
-        """Entra puts a user's app-role assignments in `roles`: a delegated token with the role is accepted."""
-        token = admin.gateway.entra.mint_user_token(roles=[ADMIN_ROLE])
+        """Entra puts a user's app-role assignments in `roles`: a delegated token with the role, the admin
+        scope and an allowed admin client is accepted."""
+        token = admin.gateway.entra.mint_user_token(roles=[ADMIN_ROLE], scp=ADMIN_SCOPE)
         assert (await admin.get("/agents", token=token)).status_code == 200
+
+    @pytest.mark.parametrize(("method", "path"), ROUTES)
+    async def test_a_user_admin_through_another_client_is_refused(
+        self, admin: Admin, method: str, path: str
+    ) -> None:
+        """The user's admin role does not follow them into a client that is not on the admin allow-list, nor
+        into an allowed client without the admin scope; nothing is audited."""
+        entra = admin.gateway.entra
+        for token in (
+            entra.mint_user_token(roles=[ADMIN_ROLE], azp=OTHER_CLIENT_ID, scp="something.else"),
+            entra.mint_user_token(roles=[ADMIN_ROLE], azp=OTHER_CLIENT_ID, scp=ADMIN_SCOPE),
+            entra.mint_user_token(roles=[ADMIN_ROLE], scp="something.else"),
+        ):
+            response = await admin.gateway.client.request(
+                method, path, headers={"Authorization": f"Bearer {token}"}
+            )
+            assert_error(response, 403, "forbidden")
+        assert await admin.actions() == []
+
+    async def test_an_admin_app_off_the_allow_list_is_refused(self, admin: Admin) -> None:
+        """An app-only token with the admin role is refused unless its own app id is an admin client."""
+        body = assert_error(
+            await admin.get("/agents", token=admin.token(azp=OTHER_CLIENT_ID)), 403, "forbidden"
+        )
+        assert OTHER_CLIENT_ID in body["message"]
+        assert await admin.actions() == []
+
+    async def test_user_tokens_are_refused_without_an_admin_scope(self, database_url: str) -> None:
+        """With no admin (or client) scope configured, delegated tokens never reach the admin API."""
+        async for gateway in running_gateway(
+            database_url, admin_roles=(ADMIN_ROLE,), admin_client_app_ids=(SPA_CLIENT_ID,), client_scopes=()
+        ):
+            token = gateway.entra.mint_user_token(roles=[ADMIN_ROLE])
+            body = assert_error(await Admin(gateway).get("/agents", token=token), 403, "forbidden")
+            assert "LKPS_ADMIN_SCOPES" in body["message"]
 
 
 class TestAgents:
@@ -378,6 +428,28 @@ class TestAudit:
         assert '"status":"ended"' in actions[1].details
         assert '"registrations_revoked":0' in actions[2].details
         assert all(row.request_id for row in actions)
+
+    async def test_reading_and_ending_one_session_are_recorded(self, admin: Admin) -> None:
+        """GET and DELETE of /api/admin/sessions/{room} each leave their row, naming the room (and, for the
+        end, who ended it)."""
+        ended_at = datetime.now(UTC)
+        await insert_sessions(
+            admin.gateway.db,
+            session_row("room-read"),
+            session_row("room-ended", status="ended", ended_at=ended_at, ended_by="caller"),
+        )
+        assert (await admin.get("/sessions/room-read")).status_code == 200
+        ended = await admin.gateway.client.delete(
+            "/api/admin/sessions/room-ended", headers={"Authorization": f"Bearer {admin.token()}"}
+        )
+        assert ended.status_code == 200, ended.text
+        actions = await admin.actions()
+        assert [(row.action, row.target) for row in actions] == [
+            ("get_session", "room-read"),
+            ("end_session", "room-ended"),
+        ]
+        assert '"ended_by":"caller"' in actions[1].details
+        assert {(row.actor_object_id, row.actor_client_app_id) for row in actions} == {(ADMIN_OID, ADMIN_APP)}
 
 
 @pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])

@@ -41,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
 from tests.support.attacks import attacker_key_kid
 from tests.support.db import DB_KINDS, TestDatabases
-from tests.support.entra import OTHER_API_APP_ID, REMOVE
+from tests.support.entra import OTHER_API_APP_ID, REMOVE, SERVICE_CLIENT_ID
 from tests.support.livekit_webhooks import CONTENT_TYPE, sign_body
 from tests.support.twirp import FakeRoomService
 
@@ -113,7 +113,10 @@ def gateway_in_thread(database_url: str, livekit_url: str) -> Iterator[tuple[Blo
 
         async def serve(*, task_status: TaskStatus[Gateway]) -> None:
             async for gateway in running_gateway(
-                database_url, admin_roles=(ADMIN_ROLE,), livekit_api_url=livekit_url
+                database_url,
+                admin_roles=(ADMIN_ROLE,),
+                admin_client_app_ids=(SERVICE_CLIENT_ID,),
+                livekit_api_url=livekit_url,
             ):
                 await gateway.register_agent()
                 task_status.started(gateway)

@@ -80,8 +80,8 @@ def test_sigkill_mid_load_loses_no_acknowledged_session_and_records_no_refused_o
     """After a SIGKILL of the whole server process group under load and a restart, every 200 has exactly
     one row with its room, no refused request has one, and the restarted server serves again."""
     db = "sqlite" if POSTGRES_SERVER is None else "postgres"
-    # The per-client rate limit would turn most of this burst into 429s; durability is the subject here.
-    no_limit = {"LKPS_RATE_LIMIT_PER_MINUTE": "0"}
+    # The rate limits would turn most of this burst into 429s; durability is the subject here.
+    no_limit = {"LKPS_RATE_LIMIT_PER_MINUTE": "0", "LKPS_USER_RATE_LIMIT_PER_MINUTE": "0"}
     with Deployment.create(tmp_path, db, POSTGRES_SERVER or "", extra_env=no_limit) as deployment:
         outcomes = Outcomes()
         with deployment.server() as server:

@@ -334,3 +334,19 @@ def test_a_library_log_record_is_rendered_without_locals_and_masked(
     assert "db-password" not in out
     assert settings.livekit_api_secret not in out
     assert _JWT not in out
+
+
+def test_secret_fields_are_redacted_in_the_rendered_line(
+    debug_logging: Callable[..., None], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A log event that carries a secret under a secret's name (a future call site's mistake) reaches
+    stdout with the event kept and the values gone."""
+    debug_logging()
+    bearer = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJsZWFrIn0.c2lnbmF0dXJlLW9mLWEtbGVha2VkLXRva2Vu"
+    structlog.get_logger("lkps.test").warning(
+        "outbound_call", authorization=bearer, client_secret=LKPS_CLIENT_SECRET, password="pg-password-42"
+    )
+    out, _ = capfd.readouterr()
+    assert "outbound_call" in out
+    for value in (bearer.removeprefix("Bearer "), LKPS_CLIENT_SECRET, "pg-password-42"):
+        assert value not in out

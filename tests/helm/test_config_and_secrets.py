@@ -8,7 +8,10 @@ from collections.abc import Callable
 import helm_python as helm
 import pytest
 
+from config import Settings
+from config.settings import is_guid
 from tests.helm.conftest import (
+    RELEASE,
     SCENARIOS,
     SECRET_SETTINGS,
     Manifest,
@@ -111,6 +114,72 @@ def test_inline_secret_in_config_fails_the_render(
     """A secret-looking setting under `config` stops the render with a message naming it."""
     with pytest.raises(helm.HelmRenderError, match=message):
         render(chart, {"config": config})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LKPS_REDIS_URL", "rediss://lkps:hunter2@redis.example.com:6380/0"),
+        ("LKPS_REDIS_URL", "rediss://:hunter2@redis.example.com:6380/0"),
+        ("LKPS_REDIS_URL", "rediss://hunter2@redis.example.com:6380/0"),
+        ("LKPS_REDIS_URL", "rediss://redis.example.com:6380/0?password=hunter2"),
+        ("LKPS_REDIS_URL", "rediss://redis.example.com:6380/0?ssl_cert_reqs=required&Password=hunter2"),
+        ("LKPS_OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example.com/v1?api_key=hunter2"),
+        ("LKPS_OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example.com/v1?sig=hunter2"),
+        ("LKPS_CORS_ALLOWED_ORIGINS", "https://app.example.com,https://user:hunter2@other.example.com"),
+        ("LKPS_LIVEKIT_API_URL", "https://livekit.example.com/?token=hunter2"),
+    ],
+)
+def test_credentials_anywhere_in_a_config_url_fail_the_render(
+    name: str, value: str, chart: helm.Chart
+) -> None:
+    """User info of any form and credential query parameters, in any URL of any setting, stop the render."""
+    with pytest.raises(helm.HelmRenderError, match=f"config.{name} contains a URL with credentials"):
+        render(chart, {"config": {name: value}})
+
+
+def test_a_redis_url_without_credentials_may_be_plain_config(chart: helm.Chart) -> None:
+    """An in-cluster Redis without a password is an ordinary setting in the ConfigMap."""
+    values = {"config": {"LKPS_REDIS_URL": "redis://redis.lkps.svc:6379/0?socket_timeout=1"}}
+    data = one(render(chart, values), "ConfigMap")["data"]
+    assert data["LKPS_REDIS_URL"] == "redis://redis.lkps.svc:6379/0?socket_timeout=1"
+
+
+def test_the_redis_url_is_mapped_from_the_secret(chart: helm.Chart) -> None:
+    """secrets.keys.LKPS_REDIS_URL injects the URL with its password by secretKeyRef; no ConfigMap holds it."""
+    manifests = render(chart, {"secrets": {"keys": {"LKPS_REDIS_URL": "redis-url"}}})
+    assert "LKPS_REDIS_URL" not in one(manifests, "ConfigMap")["data"]
+    server = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    refs = {entry["name"]: entry["valueFrom"]["secretKeyRef"] for entry in server["env"]}
+    assert refs["LKPS_REDIS_URL"] == {"name": RELEASE, "key": "redis-url"}
+    for container in containers(manifests):
+        assert all("value" not in e for e in container.get("env", []) if e["name"] == "LKPS_REDIS_URL")
+
+
+def test_a_setting_both_in_config_and_the_secret_fails(chart: helm.Chart) -> None:
+    """The same variable under config and secrets.keys is refused instead of one silently winning."""
+    values = {
+        "config": {"LKPS_REDIS_URL": "redis://redis.lkps.svc:6379/0"},
+        "secrets": {"keys": {"LKPS_REDIS_URL": "redis-url"}},
+    }
+    with pytest.raises(helm.HelmRenderError, match="is also mapped from the Secret"):
+        render(chart, values)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_overlay_is_a_configuration_lkps_accepts(scenario: str, rendered: Rendered) -> None:
+    """The settings each scenario renders, with its secrets filled in, pass lkps's own start-up validation
+    (notably: the audiences include the client id GUID Entra v2.0 tokens carry)."""
+    environ = dict(one(rendered(scenario), "ConfigMap")["data"])
+    environ |= {
+        "LKPS_LIVEKIT_API_KEY": "APIkey",
+        "LKPS_LIVEKIT_API_SECRET": "s" * 32,
+        "LKPS_DATABASE_URL": "postgresql+asyncpg://db/lkps",
+    }
+    if "LKPS_ENTRA_CLIENT_ID" in environ and "LKPS_ENTRA_FEDERATED_TOKEN_FILE" not in environ:
+        environ["LKPS_ENTRA_CLIENT_SECRET"] = "graph-secret"
+    settings = Settings.from_env(environ)
+    assert any(is_guid(audience) for audience in settings.entra_audiences)
 
 
 def test_secret_file_paths_are_not_secrets(chart: helm.Chart) -> None:

@@ -189,7 +189,7 @@ def test_non_production_overlays(region: str, rendered: Rendered) -> None:
     """Non-production overlays use the non-production audience and regional LiveKit URL with two fixed pods."""
     manifests = rendered(f"values-np-{region}")
     data = one(manifests, "ConfigMap")["data"]
-    assert data["LKPS_ENTRA_AUDIENCES"] == "api://livekit-platform-service-np.example.com"
+    assert data["LKPS_ENTRA_AUDIENCES"].endswith(",api://livekit-platform-service-np.example.com")
     assert data["LKPS_LIVEKIT_URL"] == f"wss://{region}.livekit-np.example.com"
     assert one(manifests, "PodDisruptionBudget")
     for kind in ("HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"):
@@ -201,7 +201,7 @@ def test_production_overlays(region: str, rendered: Rendered) -> None:
     """Production overlays use the production audience and LiveKit URL, HPA from 3 pods, PDB, NetworkPolicy and ServiceMonitor."""
     manifests = rendered(f"values-prod-{region}")
     data = one(manifests, "ConfigMap")["data"]
-    assert data["LKPS_ENTRA_AUDIENCES"] == "api://livekit-platform-service.example.com"
+    assert data["LKPS_ENTRA_AUDIENCES"].endswith(",api://livekit-platform-service.example.com")
     assert data["LKPS_LIVEKIT_URL"] == f"wss://{region}.livekit.example.com"
     assert one(manifests, "HorizontalPodAutoscaler")["spec"]["minReplicas"] == 3
     for kind in ("PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"):
@@ -236,20 +236,69 @@ def test_network_policy_leaves_egress_open_by_default(rendered: Rendered) -> Non
     assert "egress" not in policy
 
 
-def test_ingress_exposes_only_the_api(rendered: Rendered) -> None:
-    """The Ingress routes /api of its host to the Service's http port, with TLS."""
+def test_ingress_exposes_only_the_public_api(rendered: Rendered) -> None:
+    """The Ingress routes the public prefixes of its host to the Service's http port, with TLS; never
+    /api/admin."""
     ingress = one(rendered("ci/ingress"), "Ingress")["spec"]
     assert ingress["ingressClassName"] == "nginx"
     rule = ingress["rules"][0]
     assert rule["host"] == "lkps.np.example.com"
+    backend = {"service": {"name": RELEASE, "port": {"name": "http"}}}
     assert rule["http"]["paths"] == [
-        {
-            "path": "/api",
-            "pathType": "Prefix",
-            "backend": {"service": {"name": RELEASE, "port": {"name": "http"}}},
-        }
+        {"path": path, "pathType": "Prefix", "backend": backend}
+        for path in ("/api/session", "/api/livekit", "/api/agent", "/api/health")
     ]
     assert ingress["tls"] == [{"hosts": ["lkps.np.example.com"], "secretName": "lkps-tls"}]
+
+
+def test_the_default_ingress_paths_leave_out_the_admin_api(chart: helm.Chart) -> None:
+    """Turning the Ingress on with the chart's default hosts publishes no path that reaches /api/admin."""
+    [ingress] = of_kind(render(chart, {"ingress": {"enabled": True}}), "Ingress")
+    paths = [entry["path"] for rule in ingress["spec"]["rules"] for entry in rule["http"]["paths"]]
+    assert paths
+    assert not [path for path in paths if "/api/admin".startswith(path) or path.startswith("/api/admin")]
+
+
+@pytest.mark.parametrize("path", ["/", "/api", "/api/", "/api/admin", "/api/admin/agents", "/api/(.*)"])
+def test_a_public_path_that_would_route_the_admin_api_fails_the_render(chart: helm.Chart, path: str) -> None:
+    """A public Ingress path covering /api/admin (or a regex that could) stops the render naming adminIngress."""
+    values = {
+        "ingress": {
+            "enabled": True,
+            "hosts": [{"host": "lkps.example.com", "paths": [{"path": path, "pathType": "Prefix"}]}],
+        }
+    }
+    with pytest.raises(helm.HelmRenderError, match="would publish the admin API"):
+        render(chart, values)
+
+
+def test_the_admin_ingress_is_opt_in_and_routes_only_the_admin_api(rendered: Rendered) -> None:
+    """adminIngress adds a second Ingress, on its own class and host, for /api/admin alone."""
+    assert [i["metadata"]["name"] for i in of_kind(rendered("ci/ingress"), "Ingress")] == [RELEASE]
+    public, admin = sorted(
+        of_kind(rendered("ci/admin-ingress"), "Ingress"), key=lambda i: i["metadata"]["name"]
+    )
+    assert admin["metadata"]["name"] == f"{RELEASE}-admin"
+    spec = admin["spec"]
+    assert spec["ingressClassName"] == "nginx-internal"
+    [rule] = spec["rules"]
+    assert rule["host"] == "lkps-admin.internal.example.com"
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/api/admin", "Prefix")]
+    assert spec["tls"] == [{"hosts": ["lkps-admin.internal.example.com"], "secretName": "lkps-admin-tls"}]
+    assert admin["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8"
+    }
+    assert public["spec"]["ingressClassName"] == "nginx"
+
+
+def test_an_admin_ingress_on_a_public_host_and_class_fails(chart: helm.Chart) -> None:
+    """The admin Ingress may not share a public host on the public ingress class (that publishes it)."""
+    values = {
+        "ingress": {"enabled": True, "className": "nginx"},
+        "adminIngress": {"enabled": True, "className": "nginx", "host": "lkps.example.com"},
+    }
+    with pytest.raises(helm.HelmRenderError, match="is a public host on the same ingress class"):
+        render(chart, values)
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
@@ -264,3 +313,12 @@ def test_notes_name_the_secret_keys(chart: helm.Chart) -> None:
     notes = render_notes(chart)
     assert f'Secret "{RELEASE}"' in notes
     assert "livekit-api-secret  ->  LKPS_LIVEKIT_API_SECRET" in notes
+
+
+def test_notes_say_where_the_admin_api_is(chart: helm.Chart) -> None:
+    """NOTES.txt tells the operator the admin API is in-cluster only, or on the admin Ingress's host."""
+    assert f"in-cluster only: http://{RELEASE}.lkps-test.svc:80/api/admin" in render_notes(chart)
+    values = {
+        "adminIngress": {"enabled": True, "className": "internal", "host": "lkps-admin.corp.example.com"}
+    }
+    assert "http://lkps-admin.corp.example.com/api/admin" in render_notes(chart, values)

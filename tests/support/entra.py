@@ -71,6 +71,9 @@ def make_settings(**overrides: Any) -> Settings:
         "client_scopes": (CLIENT_SCOPE,),
         "client_roles": (CLIENT_ROLE,),
         "client_app_ids": (SPA_CLIENT_ID, SERVICE_CLIENT_ID),
+        # Off unless a test is about it: the fake clock stands still, so one user's 11th session start in
+        # any test would be refused. tests/gateway/test_ratelimit.py sets both budgets.
+        "user_rate_limit_per_minute": 0,
     }
     values.update(overrides)
     return Settings(**values)

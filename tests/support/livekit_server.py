@@ -247,7 +247,11 @@ def livekit_stack(work: Path, db: str = "sqlite", postgres_url: str = "") -> Ite
         work,
         db,
         postgres_url,
-        extra_env={"LKPS_LIVEKIT_URL": f"ws://127.0.0.1:{livekit_port}", "LKPS_RATE_LIMIT_PER_MINUTE": "0"},
+        extra_env={
+            "LKPS_LIVEKIT_URL": f"ws://127.0.0.1:{livekit_port}",
+            "LKPS_RATE_LIMIT_PER_MINUTE": "0",
+            "LKPS_USER_RATE_LIMIT_PER_MINUTE": "0",
+        },
     ) as deployment:
         identity = deployment.state.identity
         config = LiveKitConfig(

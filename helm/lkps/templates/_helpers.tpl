@@ -108,8 +108,15 @@ renders, so every install, upgrade and `helm template` runs these checks.
 {{- if and (not (hasSuffix "_FILE" $key)) (regexMatch "(SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY|CREDENTIAL|CONNECTION_STRING)" $key) }}
 {{- fail (printf "config.%s looks like a secret setting: reference it from a Secret instead of values" $key) }}
 {{- end }}
-{{- if regexMatch "://[^/@\\s]*:[^/@\\s]*@" $text }}
+{{- /* Any user info in any URL of the value (user:password@, :password@, token@), and credential query parameters. */}}
+{{- if regexMatch "://[^/?#\\s]*@" $text }}
 {{- fail (printf "config.%s contains a URL with credentials: reference it from a Secret instead of values" $key) }}
+{{- end }}
+{{- if regexMatch "(?i)[?&;](password|passwd|pwd|pass|secret|client_secret|token|access_token|api[-_]?key|sig|signature|credentials?|auth)=" $text }}
+{{- fail (printf "config.%s contains a URL with credentials in its query: reference it from a Secret instead of values" $key) }}
+{{- end }}
+{{- if get $.Values.secrets.keys $key }}
+{{- fail (printf "config.%s is also mapped from the Secret under secrets.keys.%s: keep one" $key $key) }}
 {{- end }}
 {{- if contains "-----BEGIN" $text }}
 {{- fail (printf "config.%s contains PEM material: mount it from a Secret instead of values" $key) }}
@@ -119,6 +126,7 @@ renders, so every install, upgrade and `helm template` runs these checks.
 {{- fail (printf "config.%s conflicts with secrets.keys.%s: lkps refuses both; keep one" $key $direct) }}
 {{- end }}
 {{- end }}
+{{- include "lkps.validateIngress" . }}
 {{- if .Values.workloadIdentity.enabled }}
 {{- $_ := required "workloadIdentity.clientId is required when workloadIdentity.enabled is true" .Values.workloadIdentity.clientId }}
 {{- range $key := list "LKPS_ENTRA_CLIENT_ID" "LKPS_ENTRA_FEDERATED_TOKEN_FILE" "LKPS_ENTRA_CLIENT_CERTIFICATE" }}
@@ -139,6 +147,27 @@ renders, so every install, upgrade and `helm template` runs these checks.
 {{- $drain := add (int .Values.preStopSleepSeconds) 30 }}
 {{- if le (int .Values.terminationGracePeriodSeconds) $drain }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + 30 s of request draining (%d)" (int .Values.terminationGracePeriodSeconds) $drain) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The admin API never goes out through the public Ingress: refuse any public path that would route
+/api/admin (a string prefix of it such as /, /api or /api/, a path under it, or a regex), and an admin
+Ingress that shares a public host on the same controller.
+*/}}
+{{- define "lkps.validateIngress" -}}
+{{- if .Values.ingress.enabled }}
+{{- range $rule := .Values.ingress.hosts }}
+{{- range $entry := $rule.paths }}
+{{- $path := $entry.path }}
+{{- if or (hasPrefix $path "/api/admin") (hasPrefix "/api/admin" $path) (regexMatch "[][*()|^$+?\\\\]" $path) }}
+{{- fail (printf "ingress.hosts[%s].paths: %q would publish the admin API (/api/admin) on the public Ingress; list the public prefixes (/api/session, /api/livekit, /api/agent, /api/health) and use adminIngress for the admin API" $rule.host $path) }}
+{{- end }}
+{{- if and $.Values.adminIngress.enabled (eq $rule.host $.Values.adminIngress.host) (eq $.Values.ingress.className $.Values.adminIngress.className) }}
+{{- fail (printf "adminIngress.host %q is a public host on the same ingress class: give the admin API an internal class or host" $rule.host) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 

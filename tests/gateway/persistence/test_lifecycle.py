@@ -70,7 +70,7 @@ async def test_a_conversation_takes_the_session_from_issued_to_ended(engine: Asy
     store = lifecycle(engine)
     states = []
     for event in conversation("room-a"):
-        assert await store.record(event) is True
+        assert (await store.record(event)).new is True
         state = await store.session("room-a")
         assert state is not None
         states.append(state.status)
@@ -107,8 +107,8 @@ async def test_a_redelivered_event_changes_nothing(engine: AsyncEngine) -> None:
     """A second delivery of an event id is refused as a duplicate, even if its content differs."""
     await insert_sessions(engine, session_row("room-a"))
     store = lifecycle(engine)
-    assert await store.record(ev("room_started", "room-a", 10, event_id="EV_same")) is True
-    assert await store.record(ev("room_finished", "room-a", 20, event_id="EV_same")) is False
+    assert (await store.record(ev("room_started", "room-a", 10, event_id="EV_same"))).new is True
+    assert (await store.record(ev("room_finished", "room-a", 20, event_id="EV_same"))).new is False
     state = await store.session("room-a")
     assert state is not None
     assert (state.status, state.started_at) == ("active", T0 + timedelta(seconds=10))
@@ -174,7 +174,7 @@ async def test_an_agent_alone_does_not_start_the_session(engine: AsyncEngine) ->
 async def test_events_of_unknown_rooms_are_kept(engine: AsyncEngine) -> None:
     """An event for a room lkps never issued is stored, and no session row appears."""
     store = lifecycle(engine)
-    assert await store.record(ev("room_started", "not-ours", 0)) is True
+    assert (await store.record(ev("room_started", "not-ours", 0))).new is True
     async with engine.connect() as conn:
         assert (await conn.execute(select(session_events.c.room_name))).scalars().all() == ["not-ours"]
         assert await conn.scalar(select(func.count()).select_from(sessions)) == 0
