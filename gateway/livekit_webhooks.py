@@ -16,7 +16,7 @@ from livekit.protocol.models import DisconnectReason, ParticipantInfo, RoomEndRe
 from livekit.protocol.webhook import WebhookEvent
 
 from gateway.errors import ApiError, bad_request
-from gateway.persistence.lifecycle import RECORDED_EVENTS, LifecycleEvent
+from gateway.persistence.lifecycle import PARTICIPANT_JOINED, RECORDED_EVENTS, ROOM_STARTED, LifecycleEvent
 from gateway.schemas import forbidden_character, storable_text
 
 _MAX_EVENT_ID = 64  # session_events.id
@@ -83,14 +83,25 @@ def lifecycle_event(event: WebhookEvent, body: bytes, received_at: datetime) -> 
         room_name=storable_text(event.room.name[:_MAX_NAME]),
         participant_identity=storable_text(participant.identity[:_MAX_NAME]) if has_participant else None,
         participant_kind=_enum_name(ParticipantInfo.Kind, participant.kind) if has_participant else None,
-        occurred_at=(
-            datetime.fromtimestamp(event.created_at, UTC)
-            if 0 < event.created_at < _MAX_TIMESTAMP
-            else received_at
-        ),
+        occurred_at=_occurred_at(event, received_at),
         received_at=received_at,
         details={name: value for name, value in details.items() if value},
     )
+
+
+def _occurred_at(event: WebhookEvent, received_at: datetime) -> datetime:
+    """When it happened, as precisely as LiveKit says: a join's or a room's own millisecond time, else the
+    event's whole second (whether activity came after a session's end is decided on this)."""
+    precise_ms = 0
+    if event.event == PARTICIPANT_JOINED:
+        precise_ms = event.participant.joined_at_ms
+    elif event.event == ROOM_STARTED:
+        precise_ms = event.room.creation_time_ms
+    if 0 < precise_ms < _MAX_TIMESTAMP * 1000:
+        return datetime.fromtimestamp(precise_ms / 1000, UTC)
+    if 0 < event.created_at < _MAX_TIMESTAMP:
+        return datetime.fromtimestamp(event.created_at, UTC)
+    return received_at
 
 
 def _event_id(event_id: str, body: bytes) -> str:

@@ -7,11 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.db import DB_KINDS, POSTGRES_SERVER
+from tests.support.groups import skip_unless_available
 from tests.support.livekit_server import LiveKitStack, livekit_stack
 
 
 @pytest.fixture(scope="module", params=DB_KINDS)
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKitStack]:
+    if request.param == "postgres":
+        skip_unless_available("postgres")
     with livekit_stack(tmp_path_factory.mktemp("livekit"), request.param, POSTGRES_SERVER or "") as running:
         yield running
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -232,3 +233,24 @@ def test_ending_a_session_closes_the_room_for_real(stack: LiveKitStack) -> None:
     session = stack.session_detail(room)["session"]
     assert session["status"] == "ended"
     assert session["ended_by"] == "caller"
+
+
+def test_an_ended_session_cannot_be_resumed_with_its_still_valid_token(stack: LiveKitStack) -> None:
+    """After DELETE /api/session/{room} of a room nobody had joined, the participant token (valid for
+    minutes more) lets LiveKit create the room again; its webhooks make lkps delete it at once, every time
+    the SDK retries, so the room does not stay, and the session stays ended with the reopening counted."""
+    token = stack.deployment.user_token("rosalind")
+    started = stack.start_session(token)
+    room = started["room_name"]
+    ended = stack.end_session(room, token)
+    assert ended.status_code == 200, ended.text
+    stack.join(started["participant_token"])
+    detail = stack.wait_for_session(room, lambda d: d["session"]["reopened_count"] >= 1)
+    assert detail["session"]["reopened_count"] >= 1
+    assert detail["session"]["status"] == "ended"
+    assert detail["session"]["ended_by"] == "caller"
+    assert "room_started" in events_of(detail)
+    deadline = time.monotonic() + 10
+    while asyncio.run(rooms_named(stack, room)):  # deleted again (the SDK may re-create it for an instant)
+        assert time.monotonic() < deadline, "the re-created room stayed"
+        time.sleep(0.1)
