@@ -17,6 +17,7 @@ from gateway.persistence.tables import admin_actions, agent_registrations, sessi
 from gateway.schemas import MAX_JSON_DEPTH
 from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
 from tests.gateway.test_session_start import assert_error
+from tests.support.entra import SERVICE_CLIENT_ID
 from tests.support.livekit_webhooks import event, signed
 
 pytestmark = pytest.mark.anyio
@@ -26,7 +27,9 @@ SESSION_ID = "0f7e6d5c-4b3a-4291-8f7e-6d5c4b3a2918"
 
 @pytest.fixture
 async def gateway(database_url: str) -> AsyncIterator[Gateway]:
-    async for running in running_gateway(database_url, admin_roles=(ADMIN_ROLE,)):
+    async for running in running_gateway(
+        database_url, admin_roles=(ADMIN_ROLE,), admin_client_app_ids=(SERVICE_CLIENT_ID,)
+    ):
         await running.register_agent()
         yield running
 
