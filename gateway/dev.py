@@ -21,6 +21,7 @@ from pathlib import Path
 
 from authz.clock import SystemClock
 from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DEMO_OPERATOR, DevIssuer, DevState
+from gateway.dev_agent import NO_AGENTS_PACKAGE, DemoAgent, agents_installed
 from gateway.dev_livekit import LiveKitConfig, LiveKitNotReady, LiveKitProcess, find_binary
 from gateway.dev_state import StateLock
 from gateway.persistence.agents import AgentRegistry, NewRegistration
@@ -84,7 +85,7 @@ async def prepare_database(state: DevState, database_url: str) -> str:
                 requester_object_id=str(uuid.uuid5(uuid.NAMESPACE_URL, "lkps-dev")),
                 enforce_client_authz=False,  # no Microsoft Graph in dev mode
                 display_name="Demo agent (lkps dev)",
-                description="Registered by `lkps dev`; no worker is attached.",
+                description="Registered by `lkps dev`; its worker is lkps.demo_agent, through the relay.",
                 agent_version=None,
                 request_id="lkps-dev",
             ),
@@ -116,11 +117,17 @@ def instructions(
         if livekit
         else "LiveKit server: not running (see the line above)"
     )
+    agent_line = (
+        f"Demo agent worker: lkps agent run -- python -m lkps.demo_agent start   (log {state.dir / 'demo-agent.log'})"
+        if livekit
+        else "Demo agent worker: not running (it needs the LiveKit server)"
+    )
     return f"""
 lkps dev is running: {base_url}   (API docs: {base_url}/schema)
 Embedded Entra-compatible issuer: {authority}/{state.identity.tenant_id}/v2.0   (trust {state.ca_path})
 {livekit_line}
 Demo agent (registered, client authorization off): {agent_id}
+{agent_line}
 Python client, as the demo backend service: {client.format(command="session start")} --agent {agent_id}
 (from any directory; or export LKPS_DEV_STATE_DIR={shlex.quote(str(state.dir))} and drop --state-dir)
 
@@ -188,6 +195,7 @@ def running(
             env = dev_environment(issuer.state, issuer.authority, cors_origins, livekit_config.url)
             agent_id = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
             livekit = start_livekit(livekit_config, state_dir)
+            agent = start_demo_agent(state_dir, base_url) if livekit is not None else None
             try:
                 print(  # noqa: T201
                     instructions(
@@ -196,6 +204,8 @@ def running(
                 )
                 yield env
             finally:
+                if agent is not None:
+                    agent.stop()
                 if livekit is not None:
                     livekit.stop()
         finally:
@@ -219,6 +229,14 @@ def start_livekit(
         return LiveKitProcess(binary, config, state_dir).start()
     except LiveKitNotReady as error:
         raise CommandError(ExitCode.LIVEKIT, f"lkps dev: {error}") from None
+
+
+def start_demo_agent(state_dir: Path, base_url: str) -> DemoAgent | None:
+    """The demo agent's worker through lkps's relay; None (said in one line) without livekit-agents."""
+    if not agents_installed():
+        print(NO_AGENTS_PACKAGE, file=sys.stderr)  # noqa: T201
+        return None
+    return DemoAgent(lkps_script(), state_dir, base_url).start()
 
 
 def lkps_script() -> str:

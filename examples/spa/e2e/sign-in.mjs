@@ -5,10 +5,11 @@
 // shown, and the error shown; then keeps the page connected until its stdin closes, so that the caller can
 // look at the rooms on the server meanwhile.
 //   node e2e/sign-in.mjs <page url> <screenshot.png> <issuer SPKI sha256, base64, or - to trust nothing>
-//                        <fresh user data dir>
+//                        <fresh user data dir> [--expect-agent: also wait for an agent's first message]
 import { chromium } from "playwright-core";
 
-const [url, screenshot, issuerSpki, userDataDir] = process.argv.slice(2);
+const [url, screenshot, issuerSpki, userDataDir, expect] = process.argv.slice(2);
+const expectAgent = expect === "--expect-agent";
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: "/usr/bin/chromium",
   headless: true,
@@ -49,13 +50,14 @@ try {
     // Wait for an outcome: connected with the microphone settled, a failed connection, or the page
     // showing why there was no attempt.
     await page.waitForFunction(
-      (selector) => {
+      ([selector, agent]) => {
         if (document.querySelector("#error")?.textContent) return true;
         const text = (name) => document.querySelector(`${selector} [data-field="${name}"]`)?.textContent ?? "";
         const state = text("connection");
-        return state.startsWith("failed") || state === "disconnected" || (state === "connected" && text("microphone"));
+        const settled = state === "connected" && text("microphone") && (!agent || text("messages"));
+        return state.startsWith("failed") || state === "disconnected" || settled;
       },
-      panel,
+      [panel, expectAgent],
       { timeout: 60_000 },
     );
     panels[panel.slice(1)] = await page.$eval(panel, (element) => ({
@@ -63,6 +65,7 @@ try {
       connection: element.querySelector('[data-field="connection"]')?.textContent ?? null,
       participants: element.querySelector('[data-field="participants"]')?.textContent ?? null,
       microphone: element.querySelector('[data-field="microphone"]')?.textContent ?? null,
+      messages: [...(element.querySelector('[data-field="messages"]')?.children ?? [])].map((line) => line.textContent),
       error: document.querySelector("#error").textContent,
     }));
   }

@@ -59,7 +59,11 @@ export interface RoomView {
   state(state: string): void;
   participants(names: string[]): void;
   microphone(state: string): void;
+  message(from: string, text: string): void;
 }
+
+/** The topic of chat text, livekit-client's and LiveKit Agents' (the demo agent greets on it). */
+export const CHAT_TOPIC = "lk.chat";
 
 /** Join the room with the microphone on (a fake device in the end-to-end test); `view` sees the
  * connection state, who is in the room (the agent too, once it joins), and the failure if there is one. */
@@ -75,6 +79,9 @@ export async function connect(started: Started, view: RoomView): Promise<Room> {
   room.on(RoomEvent.ConnectionStateChanged, (state) => view.state(state));
   room.on(RoomEvent.ParticipantConnected, participants);
   room.on(RoomEvent.ParticipantDisconnected, participants);
+  room.registerTextStreamHandler(CHAT_TOPIC, async (reader, sender) => {
+    view.message(sender.identity, await reader.readAll());
+  });
   try {
     await room.connect(started.serverUrl, started.participantToken);
   } catch (error) {

@@ -26,6 +26,7 @@ function show(panel: HTMLElement, started: Started): RoomView {
     ["connection", "connecting"],
     ["participants", ""],
     ["microphone", ""],
+    ["messages", ""],
   ];
   const list = panel.querySelector("dl")!;
   list.replaceChildren(
@@ -49,6 +50,11 @@ function show(panel: HTMLElement, started: Started): RoomView {
     },
     microphone: (state) => {
       field("microphone").textContent = state;
+    },
+    message: (from, text) => {
+      const line = document.createElement("div");
+      line.textContent = `${from}: ${text}`;
+      field("messages").append(line);
     },
   };
 }

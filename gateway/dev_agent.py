@@ -1,0 +1,93 @@
+"""The demo agent of `lkps dev`: a stock LiveKit Agents worker run the way agent teams run theirs,
+`lkps agent run -- python -m lkps.demo_agent start`, with the demo agent's own Entra credentials from the
+dev state, through lkps's worker relay to the dev LiveKit server.
+
+It starts once lkps answers (the wrapper registers first, and lkps serves only after this module's caller
+hands over to granian) and stops with `lkps dev`. Its output goes to `<state>/demo-agent.log`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+READY_TIMEOUT_SECONDS = 60.0
+NO_AGENTS_PACKAGE = (
+    "lkps dev: livekit-agents is not installed, so no demo agent runs (sessions get no agent); "
+    'install it with: pip install "lkps-client[agents]"'
+)
+
+
+def agents_installed() -> bool:
+    return importlib.util.find_spec("livekit.agents") is not None
+
+
+class DemoAgent:
+    """`lkps agent run --dev` of the demo agent, started in the background once lkps is ready."""
+
+    def __init__(self, lkps_script: str, state_dir: Path, base_url: str) -> None:
+        self.command = [
+            *lkps_script.split(),
+            "agent",
+            "run",
+            "--dev",
+            "--state-dir",
+            str(state_dir),
+            "--url",
+            base_url,
+            "--",
+            sys.executable,
+            "-m",
+            "lkps.demo_agent",
+            "start",
+        ]
+        self.log_path = state_dir / "demo-agent.log"
+        self._ready_url = f"{base_url}/api/health/ready"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lkps-dev-demo-agent", daemon=True)
+
+    def start(self) -> DemoAgent:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self._ready_url, timeout=1) as response:  # noqa: S310 - loopback
+                    if response.status == 200:
+                        break
+            except OSError:
+                self._stopping.wait(0.2)
+        if self._stopping.is_set():
+            return
+        self._log = self.log_path.open("ab")
+        # The worker gets only what the wrapper gives it: no LKPS_* of this process (LiveKit's secret).
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LKPS_", "LIVEKIT_"))}
+        self._process = subprocess.Popen(  # noqa: S603 - lkps's own command
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        if self._process is not None and self._process.poll() is None:
+            # SIGTERM drains the worker; the wrapper passes it on and exits with the worker's status.
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
