@@ -111,7 +111,7 @@ def _bearer(scope: Scope) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-@dataclass
+@dataclass(eq=False)  # identity: connections are kept in sets
 class RelayedConnection:
     id: str
     agent_app_id: str
@@ -185,7 +185,14 @@ class WorkerRelay:
             await _refuse_upgrade(scope, send, status, reason, text)
             return
         await send({"type": "websocket.accept"})
-        await self._serve(scope, receive, send, key, upstream)
+        try:
+            await self._serve(scope, receive, send, key, upstream)
+        except Exception:
+            # A worker closed on at once after the upgrade reconnects at once: never let a fault do that.
+            log.exception("worker_relay_failed", agent_id=key.agent_app_id)
+            await self._hold_then_close(receive, send, "lkps failed to relay this worker")
+        finally:
+            await upstream.close()
 
     async def _authorize(self, scope: Scope) -> WorkerKey:
         if self.draining:
@@ -397,7 +404,7 @@ class WorkerRelay:
                 while (await receive())["type"] != "websocket.disconnect":
                     pass
                 return
-        await send({"type": "websocket.close", "code": CLOSE_POLICY, "reason": reason[:120]})
+        await _close_worker(send, CLOSE_POLICY, reason)
 
     def _add(self, connection: RelayedConnection) -> None:
         self._by_key.setdefault(connection.key_id, set()).add(connection)
@@ -492,9 +499,9 @@ async def _first_frame(receive: Receive) -> bytes | None:
     return data if data is not None and len(data) <= MAX_FRAME_BYTES else None
 
 
-async def _close_worker(send: Send, code: int) -> None:
+async def _close_worker(send: Send, code: int, reason: str = "") -> None:
     with contextlib.suppress(Exception):  # the worker may be gone already
-        await send({"type": "websocket.close", "code": code})
+        await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
 
 async def _refuse_upgrade(scope: Scope, send: Send, status: int, reason: str, message: str) -> None:
