@@ -167,11 +167,12 @@ def _dev(port: int, issuer_port: int, state_dir: Path, cors_origins: list[str] |
     from gateway.dev import instructions, start  # noqa: PLC0415
 
     issuer, env, agent_id = start(state_dir, issuer_port, cors_origins)
+    base_url = f"http://127.0.0.1:{port}"
+    env["LKPS_PUBLIC_URL"] = base_url  # the worker URL registrations hand out: ws://127.0.0.1:<port>/worker
     os.environ.update(env)  # granian's workers build the app from the environment, like `serve`
     # The printed commands must work in a fresh shell, where this virtualenv is not activated.
     script = Path(sys.executable).with_name("lkps")
     lkps = str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
-    base_url = f"http://127.0.0.1:{port}"
     (state_dir / "url").write_text(base_url)  # where `lkps session start --dev` finds this service
     print(instructions(issuer.state, issuer.authority, base_url, agent_id, lkps))  # noqa: T201
     return _serve("127.0.0.1", port, 1, os.environ)
