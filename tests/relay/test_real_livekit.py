@@ -45,7 +45,9 @@ class Relay:
 
     def agent(self, description: str) -> DevClient:
         """A new agent app registration of the dev tenant (its app-only tokens carry the agent role)."""
-        return DevClient(str(uuid.uuid4()), "unused", [self.deployment.state.identity.agent_role], description)
+        return DevClient(
+            str(uuid.uuid4()), "unused", [self.deployment.state.identity.agent_role], description
+        )
 
     def app_token(self, client: DevClient) -> str:
         return self.deployment.state.app_token(self.deployment.issuer.authority, client)
@@ -184,7 +186,9 @@ async def join(session: dict[str, Any]) -> AsyncIterator[Joined]:
         await room.disconnect()
 
 
-async def test_stock_worker_is_dispatched_into_its_agents_session_and_joins(relay: Relay, run_worker: Any) -> None:
+async def test_stock_worker_is_dispatched_into_its_agents_session_and_joins(
+    relay: Relay, run_worker: Any
+) -> None:
     """The worker registers through lkps, gets the job of its agent's session and joins the room at LiveKit
     (the assignment carries LiveKit's URL: lkps serves no media), greeting the user there."""
     agent = relay.agent("agent a")
@@ -197,7 +201,9 @@ async def test_stock_worker_is_dispatched_into_its_agents_session_and_joins(rela
         assert joined.greetings == [b"hello from the agent"]
         await wait_for(lambda: bool(joined.agents()), 10, "the agent participant")
         (agent_participant,) = joined.agents()
-        assert agent_participant.attributes.get("lk.agent.name") == agent.client_id, agent_participant.attributes
+        assert agent_participant.attributes.get("lk.agent.name") == agent.client_id, (
+            agent_participant.attributes
+        )
     assert worker.rooms() == [session["room_name"]]
     assert await relay.metric("lkps_worker_jobs_total") >= 1
 
@@ -303,7 +309,10 @@ async def test_revocation_closes_the_worker_within_5_seconds(relay: Relay, run_w
         assert closed_after < 5
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await open_worker(
-                http, credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"]
+                http,
+                credentials["worker_url"],
+                credentials["worker_api_key"],
+                credentials["worker_api_secret"],
             )
         assert refused.value.status == 403
 
@@ -316,7 +325,8 @@ async def test_livekit_itself_refuses_the_worker_credentials(relay: Relay) -> No
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await http.ws_connect(
-                relay.livekit.ws_url + "/agent", headers={"Authorization": f"Bearer {worker_jwt(key, secret)}"}
+                relay.livekit.ws_url + "/agent",
+                headers={"Authorization": f"Bearer {worker_jwt(key, secret)}"},
             )
         assert refused.value.status == 401
     async with api.LiveKitAPI(relay.livekit.http_url, key, secret, failover=False) as livekit:

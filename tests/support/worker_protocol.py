@@ -39,7 +39,9 @@ def simulate_frame(room: str) -> bytes:
     return message.SerializeToString()
 
 
-async def next_server_message(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> agent.ServerMessage | None:
+async def next_server_message(
+    ws: aiohttp.ClientWebSocketResponse, timeout: float
+) -> agent.ServerMessage | None:
     """The next binary frame as a ServerMessage; None on timeout or close."""
     try:
         async with asyncio.timeout(timeout):
