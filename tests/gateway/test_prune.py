@@ -97,7 +97,11 @@ async def seed(engine: AsyncEngine, old: int = 3) -> None:
             )
             await conn.execute(
                 insert(worker_jobs).values(
-                    id=f"AJ_{n}", connection_id=connection_id, agent_app_id=AGENT, room_name="r", assigned_at=at
+                    id=f"AJ_{n}",
+                    connection_id=connection_id,
+                    agent_app_id=AGENT,
+                    room_name="r",
+                    assigned_at=at,
                 )
             )
         # An unexpired registration issued long ago must survive, and so must every revocation.

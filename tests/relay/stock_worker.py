@@ -24,9 +24,13 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.room.on("participant_disconnected", lambda _: user_left.set())
     await ctx.connect()
     await ctx.room.local_participant.publish_data(b"hello from the agent", topic="greeting")
-    with Path(os.environ["RELAY_TEST_JOBS"]).open("a", encoding="utf-8") as jobs:
-        jobs.write(ctx.room.name + "\n")
+    await asyncio.to_thread(_record_job, ctx.room.name)
     await user_left.wait()  # stay in the room while the user is there
+
+
+def _record_job(room: str) -> None:
+    with Path(os.environ["RELAY_TEST_JOBS"]).open("a", encoding="utf-8") as jobs:
+        jobs.write(room + "\n")
 
 
 if __name__ == "__main__":

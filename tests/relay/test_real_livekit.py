@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,8 @@ def run_worker(tmp_path: Path) -> Iterator[Any]:
             worker.process.kill()
 
 
-async def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -174,6 +175,7 @@ class Joined:
         self.greetings.append(packet.data)
 
 
+@asynccontextmanager
 async def join(session: dict[str, Any]) -> AsyncIterator[Joined]:
     """Join a session's room as its user, with the participant token lkps gave (which dispatches the agent)."""
     room = rtc.Room()
@@ -196,7 +198,7 @@ async def test_stock_worker_is_dispatched_into_its_agents_session_and_joins(
     worker = run_worker(credentials, credentials["agent_name"])
     await wait_for(lambda: "registered worker" in worker.log_text(), 30, "the worker to register")
     session = await relay.start_session(agent.client_id)
-    async for joined in join(session):
+    async with join(session) as joined:
         await wait_for(lambda: bool(joined.greetings), 30, "the agent's greeting")
         assert joined.greetings == [b"hello from the agent"]
         await wait_for(lambda: bool(joined.agents()), 10, "the agent participant")
@@ -219,7 +221,7 @@ async def test_a_renewal_does_not_drop_the_running_worker(relay: Relay, run_work
     assert renewed["worker_api_secret"] == credentials["worker_api_secret"]
     await asyncio.sleep(2.5)  # more than a key check interval of the relay
     session = await relay.start_session(agent.client_id)
-    async for joined in join(session):
+    async with join(session) as joined:
         await wait_for(lambda: bool(joined.greetings), 30, "the agent's greeting")
     assert worker.log_text().count("registered worker") == 1
 
@@ -240,7 +242,7 @@ async def test_a_credentials_cannot_register_as_b_nor_get_bs_jobs(relay: Relay, 
     started = time.monotonic()
     first = await relay.metric(mismatches)
     session = await relay.start_session(agent_b.client_id)
-    async for joined in join(session):
+    async with join(session) as joined:
         await asyncio.sleep(3 * REFUSAL_HOLD_SECONDS)
         assert joined.agents() == []
     elapsed = time.monotonic() - started
@@ -276,9 +278,9 @@ async def test_simulate_job_through_lkps_gets_nothing(relay: Relay) -> None:
     assert await relay.metric('lkps_worker_security_events_total{kind="simulate_job"}') >= 1
 
 
-async def _job_offer(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> Any:
-    """The job of the next availability request or assignment within `timeout`, else None."""
-    deadline = time.monotonic() + timeout
+async def _job_offer(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> Any:
+    """The job of the next availability request or assignment within `seconds`, else None."""
+    deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         message = await next_server_message(ws, left)
         if message is None:
@@ -344,25 +346,27 @@ async def test_worker_server_api_reaches_only_its_own_rooms(relay: Relay) -> Non
     own = await relay.start_session(agent_a.client_id)
     other = await relay.start_session(agent_b.client_id)
     url = credentials["worker_url"]
-    async for joined in join(other):
-        async with api.LiveKitAPI(
+    async with (
+        join(other) as joined,
+        api.LiveKitAPI(
             url, credentials["worker_api_key"], credentials["worker_api_secret"], failover=False
-        ) as worker_api:
-            for call in (
-                worker_api.room.delete_room(api.DeleteRoomRequest(room=other["room_name"])),
-                worker_api.room.remove_participant(
-                    api.RoomParticipantIdentity(room=other["room_name"], identity="alice")
-                ),
-                worker_api.room.list_rooms(api.ListRoomsRequest()),
-            ):
-                with pytest.raises(api.TwirpError) as denied:
-                    await call
-                assert (denied.value.status, denied.value.code) == (403, "permission_denied")
-            assert joined.room.connection_state == rtc.ConnectionState.CONN_CONNECTED
-            async for own_room in join(own):
-                await worker_api.room.delete_room(api.DeleteRoomRequest(room=own["room_name"]))
-                await wait_for(
-                    lambda: own_room.room.connection_state == rtc.ConnectionState.CONN_DISCONNECTED,
-                    10,
-                    "the deleted room to disconnect its participant",
-                )
+        ) as worker_api,
+    ):
+        for call in (
+            worker_api.room.delete_room(api.DeleteRoomRequest(room=other["room_name"])),
+            worker_api.room.remove_participant(
+                api.RoomParticipantIdentity(room=other["room_name"], identity="alice")
+            ),
+            worker_api.room.list_rooms(api.ListRoomsRequest()),
+        ):
+            with pytest.raises(api.TwirpError) as denied:
+                await call
+            assert (denied.value.status, denied.value.code) == (403, "permission_denied")
+        assert joined.room.connection_state == rtc.ConnectionState.CONN_CONNECTED
+        async with join(own) as own_room:
+            await worker_api.room.delete_room(api.DeleteRoomRequest(room=own["room_name"]))
+            await wait_for(
+                lambda: own_room.room.connection_state == rtc.ConnectionState.CONN_DISCONNECTED,
+                10,
+                "the deleted room to disconnect its participant",
+            )

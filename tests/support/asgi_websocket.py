@@ -38,8 +38,8 @@ class AsgiWebSocket:
         self.task = asyncio.ensure_future(self.app(scope, self.to_app.get, self.from_app.put))
         return await self.next(5)
 
-    async def next(self, timeout: float) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
+    async def next(self, seconds: float) -> dict[str, Any]:
+        async with asyncio.timeout(seconds):
             return await self.from_app.get()
 
     async def send(self, data: bytes) -> None:

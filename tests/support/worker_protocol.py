@@ -40,11 +40,11 @@ def simulate_frame(room: str) -> bytes:
 
 
 async def next_server_message(
-    ws: aiohttp.ClientWebSocketResponse, timeout: float
+    ws: aiohttp.ClientWebSocketResponse, seconds: float
 ) -> agent.ServerMessage | None:
-    """The next binary frame as a ServerMessage; None on timeout or close."""
+    """The next binary frame as a ServerMessage; None after `seconds` or on close."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             message = await ws.receive()
     except TimeoutError:
         return None
