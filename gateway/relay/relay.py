@@ -158,7 +158,8 @@ class WorkerRelay:
         self._idle.set()
         self._http: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._audit: asyncio.Queue[Awaitable[None]] = asyncio.Queue()
+        self._auditor: asyncio.Task[None] | None = None
         self._replica = f"{socket.gethostname()}:{os.getpid()}"[:64]
         self.draining = False
 
@@ -443,17 +444,25 @@ class WorkerRelay:
                 connection.close(CLOSE_POLICY, why)
 
     def _later(self, work: Awaitable[None]) -> None:
-        """Audit writes off the relay path: a slow database never delays a frame."""
+        """Audit writes off the relay path (a slow database never delays a frame), one at a time in order,
+        so a connection's row is closed only after it was written."""
+        self._audit.put_nowait(work)
+        if self._auditor is None or self._auditor.done():
+            self._auditor = asyncio.ensure_future(self._write_audit())
 
-        async def run() -> None:
+    async def _write_audit(self) -> None:
+        while True:
+            work = await self._audit.get()
             try:
                 await work
             except Exception as exc:
                 log.warning("worker_audit_write_failed", error=type(exc).__name__)
+            finally:
+                self._audit.task_done()
 
-        task = asyncio.ensure_future(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def flush_audit(self) -> None:
+        """Wait until every audit write queued so far is done."""
+        await self._audit.join()
 
     async def aclose(self) -> None:
         """Drain: refuse new workers, close every relayed connection with 1012 (service restart) so the
@@ -467,8 +476,9 @@ class WorkerRelay:
                 await self._idle.wait()
         if self._watcher is not None:
             self._watcher.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.flush_audit()
+        if self._auditor is not None:
+            self._auditor.cancel()
         if self._http is not None:
             await self._http.close()
 

@@ -238,7 +238,11 @@ def test_network_policy_leaves_egress_open_by_default(rendered: Rendered) -> Non
 
 def test_ingress_exposes_only_the_api(rendered: Rendered) -> None:
     """The Ingress routes /api of its host to the Service's http port, with TLS."""
-    ingress = one(rendered("ci/ingress"), "Ingress")["spec"]
+    (ingress,) = (
+        m["spec"]
+        for m in rendered("ci/ingress")
+        if m["kind"] == "Ingress" and m["metadata"]["name"] == RELEASE
+    )
     assert ingress["ingressClassName"] == "nginx"
     rule = ingress["rules"][0]
     assert rule["host"] == "lkps.np.example.com"
@@ -250,6 +254,37 @@ def test_ingress_exposes_only_the_api(rendered: Rendered) -> None:
         }
     ]
     assert ingress["tls"] == [{"hosts": ["lkps.np.example.com"], "secretName": "lkps-tls"}]
+
+
+def test_worker_ingress_routes_the_relay_with_long_idle_timeouts(rendered: Rendered) -> None:
+    """A second Ingress routes /worker (websocket upgrade and Twirp) of the same host with TLS, the API's
+    annotations plus hour-long proxy timeouts, and the public URL the worker URL is built from is set."""
+    manifests = rendered("ci/ingress")
+    (worker,) = (
+        m for m in manifests if m["kind"] == "Ingress" and m["metadata"]["name"] == f"{RELEASE}-worker"
+    )
+    assert worker["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-body-size": "64k",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+    }
+    spec = worker["spec"]
+    assert spec["rules"] == [
+        {
+            "host": "lkps.np.example.com",
+            "http": {
+                "paths": [
+                    {
+                        "path": "/worker",
+                        "pathType": "Prefix",
+                        "backend": {"service": {"name": RELEASE, "port": {"name": "http"}}},
+                    }
+                ]
+            },
+        }
+    ]
+    assert spec["tls"] == [{"hosts": ["lkps.np.example.com"], "secretName": "lkps-tls"}]
+    assert one(manifests, "ConfigMap")["data"]["LKPS_PUBLIC_URL"] == "https://lkps.np.example.com"
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)

@@ -250,6 +250,7 @@ async def test_assignments_carry_the_livekit_url_and_foreign_jobs_are_dropped(re
     assert received.url == relay.gateway.settings.livekit_url
     assert received.token == "join-token"
     await worker.disconnect()
+    await relay.gateway.services.relay.flush_audit()
     async with relay.gateway.db.connect() as conn:
         jobs = (await conn.execute(select(worker_jobs))).all()
         connection = (await conn.execute(select(worker_connections))).one()
