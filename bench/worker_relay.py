@@ -18,6 +18,7 @@ import asyncio
 import json
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -48,7 +49,8 @@ def assignment(agent_name: str, job: int) -> bytes:
 async def open_worker(
     http: aiohttp.ClientSession, url: str, key: str, secret: str, agent_name: str, fake: FakeAgentService
 ) -> tuple[aiohttp.ClientWebSocketResponse, FakeWorkerLink]:
-    ws = await http.ws_connect(url + "/agent", headers={"Authorization": f"Bearer {worker_jwt(key, secret)}"})
+    headers = {"Authorization": f"Bearer {worker_jwt(key, secret)}"}
+    ws = await http.ws_connect(url + "/agent", headers=headers, timeout=aiohttp.ClientWSTimeout(ws_close=10))
     await ws.send_bytes(register_frame(agent_name))
     answer = await ws.receive(timeout=30)
     assert answer.type == aiohttp.WSMsgType.BINARY, answer
@@ -150,12 +152,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "LKPS_LIVEKIT_API_SECRET": API_SECRET,
             "LKPS_LOG_LEVEL": "warning",
         }
-        with tempfile.TemporaryDirectory() as work:
+        with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
             deployment = await asyncio.to_thread(Deployment.create, Path(work), args.db, extra_env=env)
             try:
                 args.agent_token = deployment.agent_token()
                 with deployment.server() as server:
-                    return await run(server, fake, livekit_url, args)
+                    try:
+                        return await run(server, fake, livekit_url, args)
+                    except Exception:
+                        log = Path(work) / f"serve-{server.port}.log"
+                        print(log.read_text()[-3000:], file=sys.stderr)  # noqa: T201 - why the run failed
+                        raise
             finally:
                 await asyncio.to_thread(deployment.close)
 
@@ -167,6 +174,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="assignments per second")
     parser.add_argument("--direct", type=int, default=50, help="direct baseline connections")
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--work-dir", type=Path, help="where the server's work directory goes (deleted)")
     print(json.dumps(asyncio.run(main_async(parser.parse_args())), indent=2))  # noqa: T201
 
 

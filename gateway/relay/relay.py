@@ -226,7 +226,9 @@ class WorkerRelay:
 
     async def _open_upstream(self) -> aiohttp.ClientWebSocketResponse:
         if self._http is None:  # made in the serving event loop, which an aiohttp session belongs to
-            self._http = aiohttp.ClientSession()
+            # No connection limit: each relayed worker holds one upstream websocket for as long as it lives
+            # (aiohttp's default of 100 would make the 101st worker wait for a slot).
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         token = self._minter.agent_token(identity="lkps-relay", ttl_seconds=UPSTREAM_TOKEN_TTL_SECONDS).jwt
         try:
             return await asyncio.wait_for(
