@@ -317,3 +317,11 @@ async def test_livekit_unreachable_is_503_before_the_upgrade(database_url: str) 
         )
         start = await worker.connect()
         assert (start["type"], start["status"]) == ("websocket.http.response.start", 503)
+
+
+async def test_more_than_a_hundred_workers_are_relayed_at_once(relay: Relay) -> None:
+    """Worker 101 is relayed like worker 1 (aiohttp's default pool of 100 connections would stall it)."""
+    workers = [await relay.connected() for _ in range(101)]
+    assert relay.gateway.services.relay.connections == 101
+    for worker, _ in workers:
+        await worker.disconnect()
