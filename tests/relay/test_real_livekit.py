@@ -23,6 +23,7 @@ from livekit import api, rtc
 
 from authz.dev_issuer import DEMO_OPERATOR, DevClient
 from bench.harness import Deployment, Server
+from tests.support.dev_service import free_port
 from tests.support.livekit_server import LiveKitServer, livekit_server  # noqa: F401 - the fixture
 from tests.support.worker_protocol import (
     next_server_message,
@@ -370,3 +371,42 @@ async def test_worker_server_api_reaches_only_its_own_rooms(relay: Relay) -> Non
                 10,
                 "the deleted room to disconnect its participant",
             )
+
+
+async def test_a_restarted_lkps_keeps_the_running_job_and_the_worker_comes_back(
+    livekit_server: LiveKitServer,  # noqa: F811
+    tmp_path: Path,
+    run_worker: Any,
+) -> None:
+    """Stopping `lkps serve` (SIGTERM) while a job runs and starting it again: the agent never leaves the
+    room (job processes talk to LiveKit directly), and the worker registers again by itself."""
+    env = {
+        "LKPS_LIVEKIT_URL": livekit_server.ws_url,
+        "LKPS_LIVEKIT_API_KEY": livekit_server.key,
+        "LKPS_LIVEKIT_API_SECRET": livekit_server.secret,
+    }
+    deployment = await asyncio.to_thread(Deployment.create, tmp_path / "restart", extra_env=env)
+    try:
+        port = free_port()
+        with deployment.server(port=port) as server:
+            relay = Relay(deployment, server, livekit_server)
+            agent = relay.agent("agent restarted")
+            credentials = await relay.register(agent)
+            worker = run_worker(credentials, credentials["agent_name"])
+            await wait_for(lambda: "registered worker" in worker.log_text(), 60, "the worker to register")
+            session = await relay.start_session(agent.client_id)
+            async with join(session) as joined:
+                await wait_for(lambda: bool(joined.greetings), 30, "the agent's greeting")
+                left: list[str] = []
+                joined.room.on("participant_disconnected", lambda p: left.append(p.identity))
+                server.stop()
+                with deployment.server(port=port):
+                    await wait_for(
+                        lambda: worker.log_text().count("registered worker") == 2,
+                        60,
+                        "the worker to come back",
+                    )
+                    assert left == []
+                    assert len(joined.agents()) == 1
+    finally:
+        await asyncio.to_thread(deployment.close)
