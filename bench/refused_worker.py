@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Deployment, Server
+from bench.harness import Deployment, Server, livekit_env
 from tests.support.fake_livekit_agent import FakeAgentService
 from tests.support.livekit import API_KEY, API_SECRET
 
@@ -39,7 +39,9 @@ async def refusals(server: Server) -> float:
 async def run(server: Server, agent_token: str, work: Path, seconds: float) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=server.url) as http:
         body = (
-            await http.post("/api/agent/register", headers={"Authorization": f"Bearer {agent_token}"}, json={})
+            await http.post(
+                "/api/agent/register", headers={"Authorization": f"Bearer {agent_token}"}, json={}
+            )
         ).json()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "LKPS_"))},
@@ -50,11 +52,15 @@ async def run(server: Server, agent_token: str, work: Path, seconds: float) -> d
         "RELAY_TEST_JOBS": str(work / "jobs.txt"),
     }
     with (work / "worker.log").open("wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, str(WORKER_APP), "start"], env=env, stdout=log, stderr=subprocess.STDOUT
+        worker = await asyncio.to_thread(
+            subprocess.Popen,
+            [sys.executable, str(WORKER_APP), "start"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
-        while await refusals(server) == 0:  # the worker takes a few seconds to start
+        while await refusals(server) == 0:  # noqa: ASYNC110 - polling the server; the worker starts slowly
             await asyncio.sleep(0.1)
         started = time.monotonic()
         await asyncio.sleep(seconds)
@@ -69,12 +75,7 @@ async def run(server: Server, agent_token: str, work: Path, seconds: float) -> d
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     fake = FakeAgentService()
     async with fake.running() as livekit_url:
-        env = {
-            "LKPS_LIVEKIT_URL": livekit_url,
-            "LKPS_LIVEKIT_API_KEY": API_KEY,
-            "LKPS_LIVEKIT_API_SECRET": API_SECRET,
-            "LKPS_WORKER_REFUSAL_HOLD_SECONDS": str(args.hold),
-        }
+        env = livekit_env(livekit_url, API_KEY, API_SECRET, LKPS_WORKER_REFUSAL_HOLD_SECONDS=str(args.hold))
         with tempfile.TemporaryDirectory() as work:
             deployment = await asyncio.to_thread(Deployment.create, Path(work), extra_env=env)
             try:
@@ -86,10 +87,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=95)
     parser.add_argument("--hold", type=float, default=30)
-    print(json.dumps(asyncio.run(main_async(parser.parse_args())), indent=2))  # noqa: T201
+    print(json.dumps(asyncio.run(main_async(parser.parse_args())), indent=2))
 
 
 if __name__ == "__main__":

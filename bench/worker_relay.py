@@ -29,7 +29,7 @@ import aiohttp
 import httpx
 from livekit.protocol import agent
 
-from bench.harness import Deployment, Server
+from bench.harness import Deployment, Server, livekit_env
 from tests.support.fake_livekit_agent import FakeAgentService, FakeWorkerLink
 from tests.support.livekit import API_KEY, API_SECRET
 from tests.support.worker_protocol import register_frame, worker_jwt
@@ -63,27 +63,30 @@ async def keep_updating(ws: aiohttp.ClientWebSocketResponse) -> None:
     update = agent.WorkerMessage()
     update.update_worker.load = 0.1
     frame = update.SerializeToString()
-    await asyncio.sleep(random.uniform(0, UPDATE_INTERVAL_SECONDS))  # noqa: S311 - spreading, not secrecy
+    await asyncio.sleep(random.uniform(0, UPDATE_INTERVAL_SECONDS))
     while not ws.closed:
         await ws.send_bytes(frame)
         await asyncio.sleep(UPDATE_INTERVAL_SECONDS)
 
 
 async def time_assignments(
-    pairs: list[tuple[aiohttp.ClientWebSocketResponse, FakeWorkerLink]], agent_name: str, count: int, rate: float
+    pairs: list[tuple[aiohttp.ClientWebSocketResponse, FakeWorkerLink]],
+    agent_name: str,
+    count: int,
+    rate: float,
 ) -> list[float]:
     """Send `count` assignments at `rate` per second to random workers; seconds from send to receipt."""
     samples: list[float] = []
     for job in range(count):
-        ws, link = random.choice(pairs)  # noqa: S311
+        ws, link = random.choice(pairs)
         frame = assignment(agent_name, job)
         started = time.perf_counter()
         await link.send(frame)
         while True:
             message = await ws.receive(timeout=10)
-            if message.type == aiohttp.WSMsgType.BINARY and agent.ServerMessage.FromString(message.data).HasField(
-                "assignment"
-            ):
+            if message.type == aiohttp.WSMsgType.BINARY and agent.ServerMessage.FromString(
+                message.data
+            ).HasField("assignment"):
                 break
         samples.append(time.perf_counter() - started)
         await asyncio.sleep(1 / rate)
@@ -92,16 +95,27 @@ async def time_assignments(
 
 def quantiles_ms(samples: list[float]) -> dict[str, float]:
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return {"p50": round(cuts[49] * 1000, 3), "p99": round(cuts[98] * 1000, 3), "max": round(max(samples) * 1000, 3)}
+    return {
+        "p50": round(cuts[49] * 1000, 3),
+        "p99": round(cuts[98] * 1000, 3),
+        "max": round(max(samples) * 1000, 3),
+    }
 
 
-async def run(server: Server, fake: FakeAgentService, livekit_url: str, args: argparse.Namespace) -> dict[str, Any]:
+async def run(
+    server: Server, fake: FakeAgentService, livekit_url: str, args: argparse.Namespace
+) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await client.post(
             "/api/agent/register", headers={"Authorization": f"Bearer {args.agent_token}"}, json={}
         )
     body = response.json()
-    key, secret, name, url = body["worker_api_key"], body["worker_api_secret"], body["agent_name"], body["worker_url"]
+    key, secret, name, url = (
+        body["worker_api_key"],
+        body["worker_api_secret"],
+        body["agent_name"],
+        body["worker_url"],
+    )
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         rss_before = server.worker_rss_kib()
@@ -124,7 +138,11 @@ async def run(server: Server, fake: FakeAgentService, livekit_url: str, args: ar
         async def close_code(ws: aiohttp.ClientWebSocketResponse) -> None:
             while True:
                 message = await ws.receive(timeout=40)
-                if message.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR}:
+                if message.type in {
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                }:
                     codes[str(ws.close_code)] += 1
                     return
 
@@ -146,12 +164,7 @@ async def run(server: Server, fake: FakeAgentService, livekit_url: str, args: ar
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     fake = FakeAgentService()
     async with fake.running() as livekit_url:
-        env = {
-            "LKPS_LIVEKIT_URL": livekit_url,
-            "LKPS_LIVEKIT_API_KEY": API_KEY,
-            "LKPS_LIVEKIT_API_SECRET": API_SECRET,
-            "LKPS_LOG_LEVEL": "warning",
-        }
+        env = livekit_env(livekit_url, API_KEY, API_SECRET, LKPS_LOG_LEVEL="warning")
         with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
             deployment = await asyncio.to_thread(Deployment.create, Path(work), args.db, extra_env=env)
             try:
@@ -161,21 +174,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         return await run(server, fake, livekit_url, args)
                     except Exception:
                         log = Path(work) / f"serve-{server.port}.log"
-                        print(log.read_text()[-3000:], file=sys.stderr)  # noqa: T201 - why the run failed
+                        print(log.read_text()[-3000:], file=sys.stderr)
                         raise
             finally:
                 await asyncio.to_thread(deployment.close)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--assignments", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=100.0, help="assignments per second")
     parser.add_argument("--direct", type=int, default=50, help="direct baseline connections")
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--work-dir", type=Path, help="where the server's work directory goes (deleted)")
-    print(json.dumps(asyncio.run(main_async(parser.parse_args())), indent=2))  # noqa: T201
+    print(json.dumps(asyncio.run(main_async(parser.parse_args())), indent=2))
 
 
 if __name__ == "__main__":

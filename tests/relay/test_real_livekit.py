@@ -54,35 +54,23 @@ class Relay:
     def app_token(self, client: DevClient) -> str:
         return self.deployment.state.app_token(self.deployment.issuer.authority, client)
 
-    async def register(self, client: DevClient) -> dict[str, Any]:
+    async def post(self, path: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to lkps; the answer must be 200."""
         async with httpx.AsyncClient(base_url=self.server.url) as http:
-            response = await http.post(
-                "/api/agent/register",
-                headers={"Authorization": f"Bearer {self.app_token(client)}"},
-                json={"enforce_client_authz": False},
-            )
+            response = await http.post(path, headers={"Authorization": f"Bearer {token}"}, json=body)
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
+
+    async def register(self, client: DevClient) -> dict[str, Any]:
+        return await self.post("/api/agent/register", self.app_token(client), {"enforce_client_authz": False})
 
     async def start_session(self, agent_id: str) -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=self.server.url) as http:
-            response = await http.post(
-                "/api/session/start",
-                headers={"Authorization": f"Bearer {self.deployment.user_token('alice')}"},
-                json={"agent_entra_app_id": agent_id},
-            )
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
+        token = self.deployment.user_token("alice")
+        return await self.post("/api/session/start", token, {"agent_entra_app_id": agent_id})
 
     async def revoke(self, agent_id: str) -> None:
-        operator = self.deployment.state.client(DEMO_OPERATOR)
-        async with httpx.AsyncClient(base_url=self.server.url) as http:
-            response = await http.post(
-                f"/api/admin/agents/{agent_id}/revoke",
-                headers={"Authorization": f"Bearer {self.app_token(operator)}"},
-                json={"reason": "relay test"},
-            )
-        assert response.status_code == 200, response.text
+        operator = self.app_token(self.deployment.state.client(DEMO_OPERATOR))
+        await self.post(f"/api/admin/agents/{agent_id}/revoke", operator, {"reason": "relay test"})
 
     async def metric(self, name: str) -> float:
         async with httpx.AsyncClient(base_url=self.server.url) as http:
@@ -92,13 +80,9 @@ class Relay:
 
 @pytest.fixture(scope="module")
 def relay(livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:  # noqa: F811
-    env = {
-        "LKPS_LIVEKIT_URL": livekit_server.ws_url,
-        "LKPS_LIVEKIT_API_KEY": livekit_server.key,
-        "LKPS_LIVEKIT_API_SECRET": livekit_server.secret,
-        "LKPS_WORKER_REFUSAL_HOLD_SECONDS": str(REFUSAL_HOLD_SECONDS),
-        "LKPS_WORKER_CHECK_INTERVAL_SECONDS": "1",
-    }
+    env = livekit_server.lkps_env(
+        LKPS_WORKER_REFUSAL_HOLD_SECONDS=str(REFUSAL_HOLD_SECONDS), LKPS_WORKER_CHECK_INTERVAL_SECONDS="1"
+    )
     with (
         Deployment.create(tmp_path_factory.mktemp("relay"), extra_env=env) as deployment,
         deployment.server() as server,
@@ -380,11 +364,7 @@ async def test_a_restarted_lkps_keeps_the_running_job_and_the_worker_comes_back(
 ) -> None:
     """Stopping `lkps serve` (SIGTERM) while a job runs and starting it again: the agent never leaves the
     room (job processes talk to LiveKit directly), and the worker registers again by itself."""
-    env = {
-        "LKPS_LIVEKIT_URL": livekit_server.ws_url,
-        "LKPS_LIVEKIT_API_KEY": livekit_server.key,
-        "LKPS_LIVEKIT_API_SECRET": livekit_server.secret,
-    }
+    env = livekit_server.lkps_env()
     deployment = await asyncio.to_thread(Deployment.create, tmp_path / "restart", extra_env=env)
     try:
         port = free_port()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import livekit_env
 from tests.support.dev_service import free_port
 
 DEFAULT_BIN = Path("/root/.cache/lkps/livekit-server/v1.13.5/server")
@@ -34,6 +35,10 @@ class LiveKitServer:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def lkps_env(self, **extra: str) -> dict[str, str]:
+        """The environment of an lkps pointed at this server."""
+        return livekit_env(self.ws_url, self.key, self.secret, **extra)
 
 
 @pytest.fixture(scope="session")
