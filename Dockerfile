@@ -27,18 +27,21 @@ ENV UV_COMPILE_BYTECODE=1 \
 
 WORKDIR /src
 
-# Dependencies first, from the lock file alone, so source edits reuse this layer.
+# Dependencies first, from the lock file and the two pyproject.toml files alone (the server and the client
+# distribution in client/, a workspace member), so source edits reuse this layer.
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    uv sync --frozen --no-dev --no-install-project
+    --mount=type=bind,source=client/pyproject.toml,target=client/pyproject.toml \
+    uv sync --frozen --no-dev --no-install-workspace
 
-# Then the project itself, installed as a regular (non-editable) package so /src is not needed later.
+# Then the server and the client (which owns the `lkps` script), installed as regular (non-editable)
+# packages so /src is not needed later.
 COPY pyproject.toml uv.lock README.md ./
+COPY client ./client
 COPY config ./config
 COPY authz ./authz
 COPY gateway ./gateway
-COPY lkps ./lkps
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 

@@ -11,18 +11,16 @@ import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import httpx
 import msal
 import requests
 import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from authz.errors import AuthUnavailable
 from config.settings import GraphCredential, Settings, is_guid
+from lkps.msal_transport import MsalSession, certificate_credential
 
 log = structlog.get_logger("lkps.graph")
 
@@ -47,24 +45,6 @@ class TokenSource(Protocol):
     async def token(self) -> str: ...
 
     async def aclose(self) -> None: ...
-
-
-class MsalSession(requests.Session):
-    """requests for MSAL: the configured CA only and a timeout on every call.
-
-    `trust_env=False` is what keeps REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (and proxy variables) from replacing
-    `verify` (entra-tokens.md §5.2), and requests has no session-wide timeout, hence the override.
-    """
-
-    def __init__(self, verify: str | bool, timeout_seconds: float) -> None:
-        super().__init__()
-        self.trust_env = False
-        self.verify = verify
-        self._timeout_seconds = timeout_seconds
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout_seconds)
-        return super().request(method, url, *args, **kwargs)
 
 
 class GraphTokenProvider:
@@ -164,30 +144,6 @@ class GraphTokenProvider:
         if not assertion:
             raise ValueError(f"the federated token file {self._federated_token_file} is empty")
         return assertion
-
-
-def certificate_credential(path: Path, password: str | None) -> dict[str, Any]:
-    """MSAL's certificate form from one PEM file holding the private key and its certificate (plus chain).
-
-    With `public_certificate` MSAL signs PS256 with `x5t#S256` and sends `x5c` (subject name/issuer auth).
-    """
-    pem = path.read_bytes()
-    try:
-        key = serialization.load_pem_private_key(pem, password.encode() if password else None)
-        certificates = x509.load_pem_x509_certificates(pem)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{path}: expected a PEM file with the private key (encrypted only if a password is set) "
-            f"and its certificate ({type(exc).__name__})"
-        ) from None
-    leaf = next((cert for cert in certificates if cert.public_key() == key.public_key()), None)
-    if leaf is None:
-        raise ValueError(f"{path}: no certificate in the file matches the private key")
-    return {
-        "private_key": pem.decode("ascii"),
-        "public_certificate": leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-        "passphrase": password,
-    }
 
 
 class Scope(NamedTuple):

@@ -1,5 +1,9 @@
-"""The `lkps` command: `serve`, `migrate`, `prune`, `dev` (and `dev token`), and the client's `session` and
-`agent`."""
+"""The server's `lkps` commands: `serve`, `migrate`, `prune`, `dev` (and `dev token`).
+
+The `lkps` console script belongs to the client distribution (lkps-client, `lkps.cli:main`, with `session`
+and `agent`); this distribution adds its commands through the `lkps.commands` entry point, so one `lkps`
+has them all wherever the server is installed.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +16,26 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import lkps.cli
 from config import ConfigError, Settings
 from config.settings import MAX_RETENTION_DAYS, database_url_from_env, retention_from_env
-from lkps.cli import add_client_commands, run_client_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lkps", description="LiveKit Platform Service")
-    commands = parser.add_subparsers(dest="command", required=True)
+    """`lkps` with the server's and the client's commands, whatever the installed entry points say."""
+    return lkps.cli.main(argv, command_sets=[add_server_commands])
 
+
+def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `lkps.commands` entry point: add `serve`, `migrate`, `prune` and `dev` to the `lkps` command."""
     serve = commands.add_parser("serve", help="run the production server (configured by LKPS_* variables)")
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container's server listens on all interfaces
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=lambda args: _serve(args.host, args.port, args.workers, os.environ))
 
-    commands.add_parser("migrate", help="bring the database schema to the head revision")
+    migrate = commands.add_parser("migrate", help="bring the database schema to the head revision")
+    migrate.set_defaults(run=lambda _: _migrate())
 
     prune = commands.add_parser(
         "prune", help="delete rows older than the retention period (LKPS_RETENTION_DAYS), in batches"
@@ -36,16 +45,24 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=_positive, default=1000, help="rows per transaction (default 1000)"
     )
     prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    prune.set_defaults(run=lambda args: _prune(args.days, args.batch_size, args.dry_run))
 
     dev = commands.add_parser("dev", help="run a self-contained development service")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--issuer-port", type=int, default=8001)
+    dev.add_argument(
+        "--livekit-port",
+        type=int,
+        default=7880,
+        help="the dev LiveKit server's port; WebRTC media uses the next two (TCP, UDP) (default 7880)",
+    )
     dev.add_argument("--state-dir", type=Path, default=Path(".lkps-dev"))
     dev.add_argument(
         "--cors-origin",
         action="append",
         help="a browser origin allowed to call lkps (repeatable; default: the examples/spa dev server's)",
     )
+    dev.set_defaults(run=_run_dev)
     dev_commands = dev.add_subparsers(dest="dev_command")
     token = dev_commands.add_parser("token", help="print an access token from the dev issuer")
     kind = token.add_mutually_exclusive_group()
@@ -63,23 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             help=f"an app-only token of the {holder}",
         )
     token.set_defaults(kind="user")
-    add_client_commands(commands)
 
-    args = parser.parse_args(argv)
-    if "client_command" in args:
-        return run_client_command(args)
-    if args.command == "serve":
-        return _serve(args.host, args.port, args.workers, os.environ)
-    if args.command == "migrate":
-        return _migrate()
-    if args.command == "prune":
-        return _prune(args.days, args.batch_size, args.dry_run)
+
+def _run_dev(args: argparse.Namespace) -> int:
     if args.dev_command == "token":
         from gateway.dev import mint  # noqa: PLC0415 - dev-only imports stay out of `serve`
 
         print(mint(args.state_dir, args.kind, args.user))  # noqa: T201 - the token is the command's output
         return 0
-    return _dev(args.port, args.issuer_port, args.state_dir, args.cors_origin)
+    return _dev(args.port, args.issuer_port, args.livekit_port, args.state_dir, args.cors_origin)
 
 
 def _fail(error: ConfigError) -> int:
@@ -163,19 +172,25 @@ def _days(text: str) -> int:
     return value
 
 
-def _dev(port: int, issuer_port: int, state_dir: Path, cors_origins: list[str] | None) -> int:
+def _dev(
+    port: int, issuer_port: int, livekit_port: int, state_dir: Path, cors_origins: list[str] | None
+) -> int:
     from gateway.dev import instructions, start  # noqa: PLC0415
 
-    issuer, env, agent_id = start(state_dir, issuer_port, cors_origins)
-    base_url = f"http://127.0.0.1:{port}"
-    env["LKPS_PUBLIC_URL"] = base_url  # the worker URL registrations hand out: ws://127.0.0.1:<port>/worker
-    os.environ.update(env)  # granian's workers build the app from the environment, like `serve`
-    # The printed commands must work in a fresh shell, where this virtualenv is not activated.
-    script = Path(sys.executable).with_name("lkps")
-    lkps = str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
-    (state_dir / "url").write_text(base_url)  # where `lkps session start --dev` finds this service
-    print(instructions(issuer.state, issuer.authority, base_url, agent_id, lkps))  # noqa: T201
-    return _serve("127.0.0.1", port, 1, os.environ)
+    services = start(
+        state_dir, issuer_port=issuer_port, port=port, livekit_port=livekit_port, cors_origins=cors_origins
+    )
+    try:
+        os.environ.update(services.env)  # granian's workers build the app from the environment, like `serve`
+        # The printed commands must work in a fresh shell, where this virtualenv is not activated.
+        script = Path(sys.executable).with_name("lkps")
+        lkps = str(script) if script.exists() else shutil.which("lkps") or f"{sys.executable} -m gateway.cli"
+        base_url = f"http://127.0.0.1:{port}"
+        (state_dir / "url").write_text(base_url)  # where `lkps session start --dev` finds this service
+        print(instructions(services, base_url, lkps))  # noqa: T201
+        return _serve("127.0.0.1", port, 1, os.environ)
+    finally:
+        services.stop()
 
 
 if __name__ == "__main__":

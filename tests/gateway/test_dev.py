@@ -321,10 +321,10 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
         wait_for(f"http://127.0.0.1:{port}/api/health/ready")
         assert process.stdout is not None
         printed = ""
-        while "# 4." not in printed or not printed.rstrip().endswith("/api/admin/sessions"):
+        while "# 5." not in printed or "-X DELETE" not in printed.rstrip().splitlines()[-1]:
             printed += process.stdout.readline()
         blocks = re.split(r"\n# \d\. [^\n]*\n", printed)[1:]
-        assert len(blocks) == 4
+        assert len(blocks) == 5
         session = subprocess.run(
             ["bash", "-c", blocks[0]], capture_output=True, text=True, check=True, cwd=tmp_path
         )
@@ -355,6 +355,12 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
             json.loads(session.stdout)["room_name"],
             json.loads(app_session.stdout)["room_name"],
         }
+        ended = subprocess.run(
+            ["bash", "-c", blocks[0] + blocks[4]], capture_output=True, text=True, check=True, cwd=tmp_path
+        )
+        answers = [json.loads(line) for line in ended.stdout.splitlines()]
+        assert [answer.get("status") for answer in answers] == [None, "ended"], ended.stdout + ended.stderr
+        assert answers[1]["room_name"] == answers[0]["room_name"]
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -285,7 +285,7 @@ class TestLiveKitClientTokenSource:
             },
         )
         assert set(answer) == {"serverUrl", "participantToken"}, answer
-        assert answer["serverUrl"] == "ws://127.0.0.1:7880"
+        assert answer["serverUrl"] == lkps_dev.livekit_url
         identity = lkps_dev.state.identity
         claims = verify_python(
             answer["participantToken"], identity.livekit_api_key, identity.livekit_api_secret

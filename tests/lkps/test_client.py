@@ -34,12 +34,12 @@ SESSION = {
     "expires_at": 1795390990,
 }
 REGISTRATION = {
-    "livekit_url": "wss://livekit.example.com",
-    "agent_token": "lk.agent.jwt",
+    "worker_url": "https://lkps.example.com/agent-worker",
+    "worker_api_key": "wk-1",
+    "worker_api_secret": "worker-secret-not-for-logs",
     "expires_at": 1795394590,
     "agent_name": AGENT_ID,
     "registration_id": "r-1",
-    "enforce_client_authz": False,
 }
 
 
@@ -81,6 +81,7 @@ def test_register_agent_sends_only_the_fields_given() -> None:
     client, seen = client_answering(lambda _: httpx.Response(200, json=REGISTRATION))
     registration = client.register_agent(enforce_client_authz=False, agent_version="1.2.0")
     assert registration == AgentRegistration(**REGISTRATION)
+    assert REGISTRATION["worker_api_secret"] not in repr(registration)
     [request] = seen
     assert request.url.path == "/api/agent/register"
     assert json.loads(request.content) == {"enforce_client_authz": False, "agent_version": "1.2.0"}

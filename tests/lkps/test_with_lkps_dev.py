@@ -14,13 +14,20 @@ import pytest
 from livekit import api
 
 from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND
-from lkps import AgentTokenProvider, AsyncAgentTokenProvider, EntraCredential, LkpsClient, NotFound
+from lkps import AsyncWorkerSettingsProvider, EntraCredential, LkpsClient, NotFound, WorkerSettingsProvider
 from lkps.config import ClientConfig
 from tests.support.clock import FakeClock
 from tests.support.dev_service import DevService, clean_environment
 from tests.support.livekit import verify_python
 
 pytestmark = pytest.mark.slow
+
+# Until the relay's registration answer (issue 13 item 1) is merged, `lkps dev` still answers with
+# `agent_token`; strict, so merging it turns these into failures that say: delete this marker.
+NEEDS_WORKER_SETTINGS = pytest.mark.xfail(
+    reason="lkps dev does not answer registrations with worker settings yet (issue 13, the relay)",
+    strict=True,
+)
 
 
 def verify(service: DevService, token: str) -> api.access_token.Claims:
@@ -54,29 +61,29 @@ def test_backend_service_starts_a_session_from_python(lkps_dev: DevService) -> N
     ]
 
 
+@NEEDS_WORKER_SETTINGS
 @pytest.mark.anyio
-async def test_agent_renews_its_token_before_expiry(lkps_dev: DevService) -> None:
-    """The demo agent registers with its own credential and gets a new, valid agent token when renewal is due."""
+async def test_agent_renews_its_worker_settings_before_expiry(lkps_dev: DevService) -> None:
+    """The demo agent registers with its own credential and renews when due; no LiveKit credential comes back."""
     clock = FakeClock(time.time())
     config = ClientConfig.from_dev_state(lkps_dev.state.dir, "agent")
     with config.client() as lkps:
-        provider = AgentTokenProvider(lkps, enforce_client_authz=False, agent_version="test", clock=clock.now)
-        async with AsyncAgentTokenProvider(provider) as tokens:
-            first = await tokens.registration()
-            await asyncio.sleep(
-                1
-            )  # LiveKit token times are whole seconds: a later expiry needs a later second
+        provider = WorkerSettingsProvider(
+            lkps, enforce_client_authz=False, agent_version="test", clock=clock.now
+        )
+        async with AsyncWorkerSettingsProvider(provider) as settings:
+            first = await settings.registration()
+            await asyncio.sleep(1)  # expiries are whole seconds: a later expiry needs a later second
             clock.advance(provider.seconds_until_renewal())
-            renewed = await tokens.registration()
+            renewed = await settings.registration()
     assert renewed.registration_id != first.registration_id
     assert renewed.expires_at > first.expires_at
-    assert renewed.agent_token != first.agent_token
     assert renewed.agent_name == lkps_dev.state.client(DEMO_AGENT).client_id
+    identity = lkps_dev.state.identity
     for registration in (first, renewed):
-        claims = verify(lkps_dev, registration.agent_token)
-        assert claims.video is not None
-        assert claims.video.agent is True
-        assert claims.video.room_join is None
+        assert registration.worker_url.startswith(lkps_dev.url)
+        assert registration.worker_api_key != identity.livekit_api_key
+        assert registration.worker_api_secret != identity.livekit_api_secret
 
 
 def lkps_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -104,18 +111,24 @@ def test_cli_session_start_uses_the_dev_state_when_nothing_is_configured(lkps_de
     assert video.room == session["room_name"]
 
 
+@NEEDS_WORKER_SETTINGS
 def test_cli_agent_register_and_lkps_errors(lkps_dev: DevService, tmp_path: Path) -> None:
-    """`lkps agent register --dev --state-dir` prints the agent token; an lkps refusal exits 1 with its error JSON."""
+    """`lkps agent register --dev --state-dir` prints the worker settings; an lkps refusal exits 1 with its error."""
     state = str(lkps_dev.state.dir)
     done = lkps_command(
         "agent", "register", "--no-enforce-client-authz", "--dev", "--state-dir", state, cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
     registration = json.loads(done.stdout)
-    assert registration["enforce_client_authz"] is False
-    video = verify(lkps_dev, registration["agent_token"]).video
-    assert video is not None
-    assert video.agent is True
+    assert set(registration) == {
+        "worker_url",
+        "worker_api_key",
+        "worker_api_secret",
+        "expires_at",
+        "agent_name",
+        "registration_id",
+    }
+    assert registration["agent_name"] == lkps_dev.agent_id
     refused = lkps_command(
         "session", "start", "--dev", "--state-dir", state, "--agent", str(uuid.uuid4()), cwd=tmp_path
     )

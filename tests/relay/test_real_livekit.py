@@ -22,9 +22,10 @@ import pytest
 from livekit import api, rtc
 
 from authz.dev_issuer import DEMO_OPERATOR, DevClient
-from bench.harness import Deployment, Server
-from tests.support.dev_service import free_port
-from tests.support.livekit_server import LiveKitServer, livekit_server  # noqa: F401 - the fixture
+from bench.harness import Deployment, Server, livekit_env
+from gateway.dev_livekit import LiveKitConfig, LiveKitProcess
+from tests.support.dev_service import free_port, free_port_run
+from tests.support.livekit_server import require_livekit
 from tests.support.worker_protocol import (
     next_server_message,
     open_worker,
@@ -37,6 +38,44 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 WORKER_APP = Path(__file__).with_name("stock_worker.py")
 REFUSAL_HOLD_SECONDS = 3
+
+
+KEY = "APIrelaytest"
+SECRET = "relay-test-secret-that-is-long-enough-for-livekit"
+
+
+@dataclass(frozen=True)
+class LiveKitServer:
+    config: LiveKitConfig
+
+    @property
+    def ws_url(self) -> str:
+        return self.config.url
+
+    @property
+    def http_url(self) -> str:
+        return self.config.api_url
+
+    @property
+    def key(self) -> str:
+        return self.config.api_key
+
+    @property
+    def secret(self) -> str:
+        return self.config.api_secret
+
+    def lkps_env(self, **extra: str) -> dict[str, str]:
+        """The environment of an lkps pointed at this server."""
+        return livekit_env(self.ws_url, self.key, self.secret, **extra)
+
+
+@pytest.fixture(scope="module")
+def livekit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKitServer]:
+    """The real LiveKit server, started by lkps's own launcher on free ports with a key of this module's."""
+    binary = require_livekit()
+    config = LiveKitConfig(port=free_port_run(3), api_key=KEY, api_secret=SECRET)
+    with LiveKitProcess(binary, config, tmp_path_factory.mktemp("livekit")):
+        yield LiveKitServer(config)
 
 
 @dataclass
@@ -79,7 +118,7 @@ class Relay:
 
 
 @pytest.fixture(scope="module")
-def relay(livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:  # noqa: F811
+def relay(livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     env = livekit_server.lkps_env(
         LKPS_WORKER_REFUSAL_HOLD_SECONDS=str(REFUSAL_HOLD_SECONDS), LKPS_WORKER_CHECK_INTERVAL_SECONDS="1"
     )
@@ -358,7 +397,7 @@ async def test_worker_server_api_reaches_only_its_own_rooms(relay: Relay) -> Non
 
 
 async def test_a_restarted_lkps_keeps_the_running_job_and_the_worker_comes_back(
-    livekit_server: LiveKitServer,  # noqa: F811
+    livekit_server: LiveKitServer,
     tmp_path: Path,
     run_worker: Any,
 ) -> None:

@@ -27,6 +27,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_run(count: int = 3) -> int:
+    """A port P such that P..P+count-1 are free for TCP and UDP on 127.0.0.1 (LiveKit's signal, TCP and
+    UDP media ports)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count > 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as sock:
+                        sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no run of free ports found")
+
+
 def wait_for(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -44,6 +64,7 @@ class DevService:
     directory: Path  # the working directory `lkps dev` runs in; its state is `.lkps-dev/` below it
     url: str
     spa_origin: str  # the browser origin it allows (LKPS_CORS_ALLOWED_ORIGINS)
+    livekit_url: str  # where its LiveKit server listens (when a binary was found)
     state: DevState
 
     @property
@@ -77,7 +98,9 @@ def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService
     """Start `lkps dev` in `directory` (output in `lkps-dev.log` there) and stop it afterwards."""
     port = free_port()
     command = [sys.executable, "-m", "gateway.cli", "dev", "--port", str(port)]
-    command += ["--issuer-port", str(free_port()), "--cors-origin", spa_origin]
+    livekit_port = free_port_run(3)
+    command += ["--issuer-port", str(free_port()), "--livekit-port", str(livekit_port)]
+    command += ["--cors-origin", spa_origin]
     with (directory / "lkps-dev.log").open("w") as log:
         process = subprocess.Popen(
             command, cwd=directory, env=clean_environment(), stdout=log, stderr=subprocess.STDOUT
@@ -85,7 +108,8 @@ def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService
         try:
             url = f"http://127.0.0.1:{port}"
             wait_for(f"{url}/api/health/ready")
-            yield DevService(directory, url, spa_origin, DevState(directory / ".lkps-dev"))
+            state = DevState(directory / ".lkps-dev")
+            yield DevService(directory, url, spa_origin, f"ws://127.0.0.1:{livekit_port}", state)
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -1,86 +1,276 @@
-"""The real LiveKit server (v1.13.5, `LKPS_LIVEKIT_SERVER_BIN` or `scripts/livekit-server`'s cache) on free
-loopback ports, for the tests that need LiveKit itself. (A minimal stand-in until the integrator's fixture
-of the same name lands; it keeps the same shape: a `livekit_server` fixture yielding URL, key and secret.)"""
+"""A real LiveKit server for the suite, with a real `lkps serve` in front of it.
+
+`LiveKitStack` is what a deployment is: the dev issuer (real RS256 tokens over HTTPS), a migrated
+database with the demo agent registered, a LiveKit server started by lkps's own launcher
+(`gateway.dev_livekit`) on free ports with the deployment's key, and `lkps serve` pointed at it. LiveKit
+sends its webhooks both to lkps and to a recorder, so tests can replay and tamper with the server's own
+requests. Participants are the official realtime SDK in processes of their own (`rtc_participant`).
+
+Without a server binary the tests skip with one reason; with `LKPS_TEST_REQUIRE` naming `livekit` (CI)
+they fail instead.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import socket
+import queue
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from bench.harness import livekit_env
-from tests.support.dev_service import free_port
+from authz.dev_issuer import DEMO_OPERATOR
+from bench.harness import Deployment, Server
+from gateway.dev_livekit import LiveKitConfig, LiveKitProcess, find_binary
+from tests.support.dev_service import free_port_run
 
-DEFAULT_BIN = Path("/root/.cache/lkps/livekit-server/v1.13.5/server")
-KEY = "APIrelaytest"
-SECRET = "relay-test-secret-that-is-long-enough-for-livekit"
+LIVEKIT_BINARY = find_binary(os.environ)
+MISSING_REASON = (
+    "no LiveKit server binary: run scripts/livekit-server (builds it once with Go) "
+    "or set LKPS_LIVEKIT_SERVER_BIN"
+)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def require_livekit() -> Path:
+    """The server binary, or skip (fail when the run requires the LiveKit group)."""
+    if LIVEKIT_BINARY is not None:
+        return LIVEKIT_BINARY
+    required = {g.strip() for g in os.environ.get("LKPS_TEST_REQUIRE", "").split(",")}
+    if "livekit" in required:
+        pytest.fail(f"LKPS_TEST_REQUIRE names livekit, but there is {MISSING_REASON}")
+    pytest.skip(MISSING_REASON)
 
 
 @dataclass(frozen=True)
-class LiveKitServer:
-    port: int
-    key: str = KEY
-    secret: str = SECRET
+class RecordedWebhook:
+    body: bytes
+    authorization: str
+    content_type: str
 
     @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def lkps_env(self, **extra: str) -> dict[str, str]:
-        """The environment of an lkps pointed at this server."""
-        return livekit_env(self.ws_url, self.key, self.secret, **extra)
+    def event(self) -> dict[str, Any]:
+        return json.loads(self.body)  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="session")
-def livekit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKitServer]:
-    binary = Path(os.environ.get("LKPS_LIVEKIT_SERVER_BIN") or DEFAULT_BIN)
-    if not binary.is_file():
-        pytest.skip(f"no LiveKit server binary at {binary} (run scripts/livekit-server)")
-    work = tmp_path_factory.mktemp("livekit")
-    server = LiveKitServer(free_port())
-    udp = free_port()
-    config = work / "livekit.yaml"
-    config.write_text(
-        f"port: {server.port}\n"
-        "rtc:\n"
-        f"  tcp_port: {free_port()}\n"
-        f"  udp_port: {udp}\n"
-        "  use_external_ip: false\n"
-        "  node_ip: 127.0.0.1\n"
-        f"keys:\n  {KEY}: {SECRET}\n"
-        "logging:\n  level: info\n"
-    )
-    log = (work / "livekit.log").open("wb")
-    process = subprocess.Popen(
-        [str(binary), "--config", str(config), "--bind", "127.0.0.1", "--node-ip", "127.0.0.1"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
+class WebhookRecorder:
+    """An HTTP endpoint LiveKit also sends its webhooks to: every request, byte for byte."""
+
+    def __init__(self) -> None:
+        self.received: queue.Queue[RecordedWebhook] = queue.Queue()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                recorder.received.put(
+                    RecordedWebhook(
+                        body, self.headers.get("Authorization", ""), self.headers.get("Content-Type", "")
+                    )
+                )
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                """Quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def wait_for(self, event: str, room: str, timeout: float = 20) -> RecordedWebhook:
+        """The next recorded `event` of `room` (others of that room and other rooms are dropped)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
             try:
-                with socket.create_connection(("127.0.0.1", server.port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"LiveKit did not start; see {work / 'livekit.log'}") from None
-                time.sleep(0.1)
-        yield server
-    finally:
-        process.terminate()
+                hook = self.received.get(timeout=left)
+            except queue.Empty:
+                break
+            if hook.event.get("event") == event and hook.event.get("room", {}).get("name") == room:
+                return hook
+        raise AssertionError(f"LiveKit sent no {event} webhook for {room} within {timeout} s")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Participant:
+    """One realtime-SDK participant process; `events` are what it reported, in order."""
+
+    def __init__(self, url: str, token: str, log: Path) -> None:
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.rtc_participant", url],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
+        assert self.process.stdin is not None
+        self.process.stdin.write(token.encode() + b"\n")
+        self.process.stdin.flush()
+        self.events: list[dict[str, Any]] = []
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(json.loads(line))
+        self._lines.put(None)
+
+    def expect(self, *events: str, timeout: float = 20) -> dict[str, Any]:
+        """The first reported event (from now on) whose name is one of `events`."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if item is None:
+                raise AssertionError(f"participant exited before {events}; saw {self.events}")
+            self.events.append(item)
+            if item["event"] in events:
+                return item
+        raise AssertionError(f"participant reported none of {events} within {timeout} s; saw {self.events}")
+
+    def command(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.command("leave")
+                self.process.wait(timeout=10)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+@dataclass
+class LiveKitStack:
+    deployment: Deployment
+    livekit: LiveKitProcess
+    server: Server
+    webhooks: WebhookRecorder
+    work: Path
+    participants: list[Participant] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def livekit_url(self) -> str:
+        return self.livekit.config.url
+
+    @property
+    def api_key(self) -> str:
+        return self.livekit.config.api_key
+
+    @property
+    def api_secret(self) -> str:
+        return self.livekit.config.api_secret
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def start_session(self, token: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self.http() as http:
+            response = http.post(
+                "/api/session/start",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"agent_entra_app_id": self.deployment.agent, "metadata": metadata or {}},
+            )
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def admin_token(self) -> str:
+        state = self.deployment.state
+        return state.app_token(self.deployment.issuer.authority, state.client(DEMO_OPERATOR))
+
+    def session_detail(self, room: str) -> dict[str, Any]:
+        """The admin API's view of `room`: the session row and the LiveKit events recorded for it."""
+        with self.http() as http:
+            response = http.get(
+                f"/api/admin/sessions/{room}", headers={"Authorization": f"Bearer {self.admin_token()}"}
+            )
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def wait_for_session(
+        self, room: str, check: Callable[[dict[str, Any]], bool], timeout: float = 20
+    ) -> dict[str, Any]:
+        """Poll the admin view of `room` until `check(detail)` holds (webhooks arrive asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            detail = self.session_detail(room)
+            if check(detail) or time.monotonic() > deadline:
+                return detail
+            time.sleep(0.2)
+
+    def end_session(self, room: str, token: str) -> httpx.Response:
+        with self.http() as http:
+            return http.delete(f"/api/session/{room}", headers={"Authorization": f"Bearer {token}"})
+
+    def join(self, token: str, url: str | None = None) -> Participant:
+        participant = Participant(
+            url or self.livekit_url, token, self.work / f"participant-{len(self.participants)}.log"
+        )
+        self.participants.append(participant)
+        return participant
+
+    def close_participants(self) -> None:
+        for participant in self.participants:
+            participant.close()
+        self.participants.clear()
+
+
+@contextmanager
+def livekit_stack(work: Path, db: str = "sqlite", postgres_url: str = "") -> Iterator[LiveKitStack]:
+    """Everything above, started on free ports and stopped afterwards."""
+    binary = require_livekit()
+    recorder = WebhookRecorder()
+    lkps_port = free_port_run(1)
+    livekit_port = free_port_run(3)
+    with Deployment.create(
+        work,
+        db,
+        postgres_url,
+        extra_env={"LKPS_LIVEKIT_URL": f"ws://127.0.0.1:{livekit_port}", "LKPS_RATE_LIMIT_PER_MINUTE": "0"},
+    ) as deployment:
+        identity = deployment.state.identity
+        config = LiveKitConfig(
+            port=livekit_port,
+            api_key=identity.livekit_api_key,
+            api_secret=identity.livekit_api_secret,
+            webhook_urls=(f"http://127.0.0.1:{lkps_port}/api/livekit/webhook", recorder.url),
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            with (
+                LiveKitProcess(binary, config, work) as livekit,
+                deployment.server(port=lkps_port) as server,
+            ):
+                stack = LiveKitStack(deployment, livekit, server, recorder, work)
+                try:
+                    yield stack
+                finally:
+                    stack.close_participants()
+        finally:
+            recorder.close()

@@ -1,6 +1,8 @@
 // Drives the example in headless Chromium (Debian's /usr/bin/chromium through playwright-core): sign in,
-// start a session both ways, wait for each connection attempt to settle, take a screenshot. Prints one
-// JSON object: the account shown, and per panel the participant token and the connection state.
+// start a session both ways, join each room with a fake microphone, take a screenshot of the connected
+// page. Prints one JSON object: the account shown, and per panel the participant token, the connection
+// state, the participants shown and the microphone's state; then keeps the page connected until its
+// stdin closes, so that the caller can look at the rooms on the server meanwhile.
 //   node e2e/sign-in.mjs <page url> <screenshot.png> <issuer SPKI sha256, base64> <fresh user data dir>
 import { chromium } from "playwright-core";
 
@@ -17,6 +19,9 @@ const context = await chromium.launchPersistentContext(userDataDir, {
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    // A fake microphone and camera, allowed without a prompt: the page publishes real (synthetic) audio.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
     // Trust exactly the dev issuer's certificate, as a person does by trusting .lkps-dev/ca.pem.
     `--ignore-certificate-errors-spki-list=${issuerSpki}`,
   ],
@@ -38,11 +43,12 @@ try {
   ]) {
     await page.click(button);
     await page.waitForSelector(`${panel}[data-participant-token]`, { timeout: 30_000 });
-    // There is no LiveKit server: wait until the attempt has an outcome rather than "connecting".
+    // Wait for an outcome: connected with the microphone settled, or a failure.
     await page.waitForFunction(
       (selector) => {
-        const state = document.querySelector(`${selector} [data-field="connection"]`)?.textContent ?? "";
-        return state.startsWith("failed") || state === "connected" || state === "disconnected";
+        const text = (name) => document.querySelector(`${selector} [data-field="${name}"]`)?.textContent ?? "";
+        const state = text("connection");
+        return state.startsWith("failed") || state === "disconnected" || (state === "connected" && text("microphone"));
       },
       panel,
       { timeout: 60_000 },
@@ -50,12 +56,17 @@ try {
     panels[panel.slice(1)] = await page.$eval(panel, (element) => ({
       participantToken: element.dataset.participantToken,
       connection: element.querySelector('[data-field="connection"]').textContent,
+      participants: element.querySelector('[data-field="participants"]').textContent,
+      microphone: element.querySelector('[data-field="microphone"]').textContent,
     }));
   }
   await page.screenshot({ path: screenshot, fullPage: true });
   const account = await page.textContent("#account");
   const error = await page.textContent("#error");
   console.log(JSON.stringify({ account, error, panels, console: console_ }));
+  await new Promise((resolve) => {
+    process.stdin.on("end", resolve).resume();
+  });
 } catch (error) {
   console.log(JSON.stringify({ failure: String(error), console: console_ }));
   process.exitCode = 1;

@@ -47,14 +47,39 @@ export async function startWithTokenSource(
   return source.fetch({ agentName: agentId, agentMetadata: JSON.stringify(metadata), participantName });
 }
 
-/** Join the room; `onState` sees every connection state, and the failure if there is one. */
-export async function connect(started: Started, onState: (state: string) => void): Promise<Room> {
+/** What the page shows of a room as it changes. */
+export interface RoomView {
+  state(state: string): void;
+  participants(names: string[]): void;
+  microphone(state: string): void;
+}
+
+/** Join the room with the microphone on (a fake device in the end-to-end test); `view` sees the
+ * connection state, who is in the room (the agent too, once it joins), and the failure if there is one. */
+export async function connect(started: Started, view: RoomView): Promise<Room> {
   const room = new Room();
-  room.on(RoomEvent.ConnectionStateChanged, (state) => onState(state));
+  const participants = () => {
+    const local = room.localParticipant;
+    const remote = [...room.remoteParticipants.values()].map(
+      (p) => `${p.name || p.identity} (${p.identity}${p.isAgent ? ", agent" : ""})`,
+    );
+    view.participants([`${local.name || local.identity} (${local.identity}, you)`, ...remote]);
+  };
+  room.on(RoomEvent.ConnectionStateChanged, (state) => view.state(state));
+  room.on(RoomEvent.ParticipantConnected, participants);
+  room.on(RoomEvent.ParticipantDisconnected, participants);
   try {
     await room.connect(started.serverUrl, started.participantToken);
   } catch (error) {
-    onState(`failed: ${error instanceof Error ? error.message : String(error)}`);
+    view.state(`failed: ${error instanceof Error ? error.message : String(error)}`);
+    return room;
+  }
+  participants();
+  try {
+    await room.localParticipant.setMicrophoneEnabled(true);
+    view.microphone("published");
+  } catch (error) {
+    view.microphone(`not published: ${error instanceof Error ? error.message : String(error)}`);
   }
   return room;
 }

@@ -1,7 +1,7 @@
 // The page: sign in, start a session either way, show what the participant token grants, connect.
 import { Auth } from "./auth";
 import { loadConfig } from "./config";
-import { type Started, connect, startWithSessionApi, startWithTokenSource } from "./lkps";
+import { type RoomView, type Started, connect, startWithSessionApi, startWithTokenSource } from "./lkps";
 
 const $ = <T extends HTMLElement>(selector: string): T => document.querySelector<T>(selector)!;
 const metadata = { language: "en", source: "lkps browser example" };
@@ -12,7 +12,7 @@ function claims(token: string): Record<string, any> {
   return JSON.parse(atob(payload));
 }
 
-function show(panel: HTMLElement, started: Started): (state: string) => void {
+function show(panel: HTMLElement, started: Started): RoomView {
   const granted = claims(started.participantToken);
   const rows: [string, string][] = [
     ["server url", started.serverUrl],
@@ -23,6 +23,8 @@ function show(panel: HTMLElement, started: Started): (state: string) => void {
     ["expires", new Date(granted.exp * 1000).toLocaleTimeString()],
     ["token", `${started.participantToken.slice(0, 24)}…`],
     ["connection", "connecting"],
+    ["participants", ""],
+    ["microphone", ""],
   ];
   const list = panel.querySelector("dl")!;
   list.replaceChildren(
@@ -36,9 +38,17 @@ function show(panel: HTMLElement, started: Started): (state: string) => void {
     }),
   );
   panel.dataset.participantToken = started.participantToken;
-  const connection = list.querySelector<HTMLElement>('[data-field="connection"]')!;
-  return (state) => {
-    connection.textContent = state;
+  const field = (name: string) => list.querySelector<HTMLElement>(`[data-field="${name}"]`)!;
+  return {
+    state: (state) => {
+      field("connection").textContent = state;
+    },
+    participants: (names) => {
+      field("participants").textContent = names.join(", ");
+    },
+    microphone: (state) => {
+      field("microphone").textContent = state;
+    },
   };
 }
 

@@ -1,5 +1,8 @@
 """Python client for lkps: Entra client credentials, session start, agent registration and renewal.
 
+The light distribution `lkps-client` (Python >= 3.10, no server dependencies); `lkps agent run` runs an
+unmodified LiveKit Agents worker with the worker settings of a renewed registration (`lkps.agent_run`).
+
 from lkps import EntraCredential, LkpsClient
 
 credential = EntraCredential(tenant_id=..., client_id=..., client_secret=..., scope="api://lkps/.default")
@@ -9,7 +12,6 @@ with LkpsClient("https://lkps.example.com", credential) as lkps:
 
 from __future__ import annotations
 
-from lkps.agent_token import AgentTokenProvider, AsyncAgentTokenProvider
 from lkps.client import AgentRegistration, EndedSession, LkpsClient, Session
 from lkps.credentials import EntraCredential, TokenProvider
 from lkps.errors import (
@@ -23,11 +25,11 @@ from lkps.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from lkps.worker_settings import AsyncWorkerSettingsProvider, WorkerSettingsProvider, worker_environment
 
 __all__ = [
     "AgentRegistration",
-    "AgentTokenProvider",
-    "AsyncAgentTokenProvider",
+    "AsyncWorkerSettingsProvider",
     "ConnectionFailed",
     "CredentialError",
     "EndedSession",
@@ -42,4 +44,6 @@ __all__ = [
     "Session",
     "TokenProvider",
     "Unauthorized",
+    "WorkerSettingsProvider",
+    "worker_environment",
 ]

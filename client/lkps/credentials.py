@@ -12,9 +12,10 @@ from typing import Any, Protocol
 
 import msal
 
-from authz.graph import MsalSession, certificate_credential
-from config.settings import DEFAULT_AUTHORITY
 from lkps.errors import CredentialError
+from lkps.msal_transport import MsalSession, certificate_credential
+
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"  # Microsoft's public cloud
 
 
 class TokenProvider(Protocol):

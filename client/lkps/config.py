@@ -20,9 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from config.settings import DEFAULT_AUTHORITY
 from lkps.client import LkpsClient
-from lkps.credentials import EntraCredential
+from lkps.credentials import DEFAULT_AUTHORITY, EntraCredential
 
 DEV_DEFAULT_URL = "http://127.0.0.1:8000"
 Role = Literal["backend", "agent"]
@@ -117,8 +116,16 @@ class ClientConfig:
         """The demo backend service's (or demo agent's) real client credentials from a `lkps dev` state."""
         if not (state_dir / "authority").is_file():
             raise ClientConfigError([f"no `lkps dev` state in {state_dir}: start `lkps dev` first"])
-        # Dev-only import: a production client never loads the embedded issuer.
-        from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevState  # noqa: PLC0415
+        # Dev-only import: a production client never loads the embedded issuer, and the light client
+        # distribution does not have it (`lkps dev` runs where the server is installed).
+        try:
+            from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevState  # noqa: PLC0415
+        except ModuleNotFoundError:
+            raise ClientConfigError(
+                [
+                    f"{state_dir} is a `lkps dev` state: use it where the lkps server is installed (pip install lkps)"
+                ]
+            ) from None
 
         state = DevState(state_dir)
         client = state.client(DEMO_AGENT if role == "agent" else DEMO_BACKEND)

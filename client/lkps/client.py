@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -16,6 +16,9 @@ import msgspec
 
 from lkps.credentials import TokenProvider
 from lkps.errors import ConnectionFailed, LkpsError, error_from_response
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 T = TypeVar("T")
 
@@ -33,14 +36,20 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class AgentRegistration:
-    """An agent's registration: its LiveKit agent token, valid (and the agent connected) until `expires_at`."""
+    """An agent's registration: the settings its LiveKit Agents worker connects to lkps with.
 
-    livekit_url: str
-    agent_token: str
+    Run the worker with LIVEKIT_URL=`worker_url`, LIVEKIT_API_KEY=`worker_api_key`,
+    LIVEKIT_API_SECRET=`worker_api_secret` under the agent name `agent_name` (`worker_environment()`). The
+    agent counts as connected until `expires_at`; registering again before then renews it, and the worker
+    keeps the settings it started with. They are bound to this agent and useless at LiveKit itself.
+    """
+
+    worker_url: str
+    worker_api_key: str
+    worker_api_secret: str = field(repr=False)
     expires_at: int
-    agent_name: str  # the agent's app id: register the LiveKit worker under this name
+    agent_name: str  # the agent's app id
     registration_id: str
-    enforce_client_authz: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +85,7 @@ class LkpsClient:
             follow_redirects=False,  # the bearer token goes to lkps and nowhere else
         )
         self._base = url.rstrip("/")
-        self._user_agent = f"lkps-python/{version('lkps')}"
+        self._user_agent = f"lkps-python/{version('lkps-client')}"
 
     def start_session(self, agent_id: str, metadata: Mapping[str, Any] | None = None) -> Session:
         """A LiveKit token for a fresh room with the agent dispatched (`POST /api/session/start`)."""
@@ -97,7 +106,7 @@ class LkpsClient:
         description: str | None = None,
         agent_version: str | None = None,
     ) -> AgentRegistration:
-        """Register the calling agent (its own credential) and get an agent token (`POST /api/agent/register`)."""
+        """Register (or renew) the calling agent with its own credential (`POST /api/agent/register`)."""
         body: dict[str, Any] = {"enforce_client_authz": enforce_client_authz}
         optional = {"display_name": display_name, "description": description, "agent_version": agent_version}
         body.update({name: value for name, value in optional.items() if value is not None})
