@@ -30,6 +30,7 @@ import orjson
 import structlog
 
 from gateway.observability.context import new_request_id
+from gateway.persistence.workers import OpenedConnection
 from gateway.relay.credentials import HandshakeRefused, WorkerCredentials
 from gateway.relay.frames import (
     SERVER_ASSIGNMENT,
@@ -277,7 +278,11 @@ class WorkerRelay:
         self._add(connection)
         client = scope.get("client")
         self._later(
-            self._store.connection_opened(_opened(connection, client[0] if client else None, self._replica))
+            self._store.connection_opened(
+                OpenedConnection(
+                    connection.id, key.agent_app_id, key.key_id, client[0] if client else None, self._replica
+                )
+            )
         )
         log.info(
             "worker_connected", connection_id=connection.id, agent_id=key.agent_app_id, key_id=key.key_id
@@ -491,12 +496,6 @@ class _Refusal(Exception):
         self.status = status
         self.reason = reason
         self.message = message
-
-
-def _opened(connection: RelayedConnection, client: str | None, replica: str) -> Any:
-    from gateway.persistence.workers import OpenedConnection  # noqa: PLC0415
-
-    return OpenedConnection(connection.id, connection.agent_app_id, connection.key_id, client, replica)
 
 
 async def _first_frame(receive: Receive) -> bytes | None:
