@@ -38,6 +38,11 @@ DEFAULT_POSTGRES_URL = os.environ.get(
 )
 
 
+def livekit_env(url: str, key: str, secret: str, **extra: str) -> dict[str, str]:
+    """The LKPS_LIVEKIT_* variables of a deployment pointed at the LiveKit (or fake) at `url`."""
+    return {"LKPS_LIVEKIT_URL": url, "LKPS_LIVEKIT_API_KEY": key, "LKPS_LIVEKIT_API_SECRET": secret, **extra}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

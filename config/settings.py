@@ -103,6 +103,9 @@ class Settings:
     admin_client_app_ids: tuple[str, ...] = ()
     admin_scopes: tuple[str, ...] = ()
     retention_days: int = DEFAULT_RETENTION_DAYS
+    public_url: str | None = None  # lkps's own base URL as workers reach it; None: from each request
+    worker_check_interval_seconds: float = 2.0
+    worker_refusal_hold_seconds: float = 30.0
 
     @property
     def authority_host(self) -> str:
@@ -374,6 +377,12 @@ class _Parser:
             admin_client_app_ids=self.guids("LKPS_ADMIN_CLIENT_APP_IDS"),
             admin_scopes=self.words("LKPS_ADMIN_SCOPES") or client_scopes,
             retention_days=self.retention_days(),
+            public_url=self.public_url(),
+            # At most 4 s: a revocation must close live worker connections within 5 s on every replica.
+            worker_check_interval_seconds=self.number(
+                "LKPS_WORKER_CHECK_INTERVAL_SECONDS", 2.0, float, 0.1, 4
+            ),
+            worker_refusal_hold_seconds=self.number("LKPS_WORKER_REFUSAL_HOLD_SECONDS", 30.0, float, 1, 600),
         )
         if self.problems:
             raise ConfigError(self.problems)
@@ -432,6 +441,24 @@ class _Parser:
             self.problems.append(
                 f"{name}: {text!r} is plaintext to a non-loopback host; lkps's server API tokens would travel "
                 "unencrypted. Use https:// or set LKPS_ALLOW_PLAINTEXT_LIVEKIT_URL=true"
+            )
+        return text.rstrip("/")
+
+    def public_url(self) -> str | None:
+        """lkps's public base URL (the worker URL is it plus /worker): https, or http on loopback only."""
+        name = "LKPS_PUBLIC_URL"
+        text = self.raw(name)
+        if text is None:
+            return None
+        parts = urlsplit(text)
+        if parts.scheme not in {"https", "http"} or not parts.hostname:
+            self.problems.append(f"{name}: {text!r} must be an https:// URL (lkps as workers reach it)")
+        elif parts.query or parts.fragment:
+            self.problems.append(f"{name}: {text!r} must not carry a query or fragment")
+        elif parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            self.problems.append(
+                f"{name}: {text!r} is plaintext to a non-loopback host; workers would send their handshake "
+                "tokens unencrypted. Use https://"
             )
         return text.rstrip("/")
 

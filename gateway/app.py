@@ -21,6 +21,7 @@ from gateway.errors import render_error
 from gateway.observability.access import AccessLayer
 from gateway.observability.tracing import build_tracer_provider, tracing_plugin
 from gateway.openapi import documentation_ui
+from gateway.relay.relay import WorkerRelayLayer
 from gateway.routes.admin import ADMIN_ROUTES
 from gateway.routes.agent import register_agent
 from gateway.routes.health import health, live, ready
@@ -29,6 +30,7 @@ from gateway.routes.metrics import metrics
 from gateway.routes.session import start_session
 from gateway.routes.session_end import end_session
 from gateway.routes.webhook import livekit_webhook
+from gateway.routes.worker_api import worker_twirp
 from gateway.services import Services, build_services
 
 log = structlog.get_logger("lkps.app")
@@ -68,6 +70,7 @@ def create_app(
             register_agent,
             end_session,
             livekit_webhook,
+            worker_twirp,
             *ADMIN_ROUTES,
             health,
             ready,
@@ -110,7 +113,9 @@ def create_app(
     )
     app.state.services = services
     # Outermost layer, so it sees every response, including 404s and rendered exceptions.
-    app.asgi_handler = AccessLayer(BodyDrainLayer(app.asgi_handler), services.metrics)
+    app.asgi_handler = AccessLayer(
+        WorkerRelayLayer(BodyDrainLayer(app.asgi_handler), services.relay), services.metrics
+    )
     return app
 
 

@@ -193,6 +193,7 @@ def running(
                 webhook_urls=(f"{base_url}/api/livekit/webhook",),
             )
             env = dev_environment(issuer.state, issuer.authority, cors_origins, livekit_config.url)
+            env["LKPS_PUBLIC_URL"] = base_url  # registrations hand out ws://127.0.0.1:<port>/worker
             agent_id = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
             livekit = start_livekit(livekit_config, state_dir)
             agent = start_demo_agent(state_dir, base_url) if livekit is not None else None

@@ -1,8 +1,11 @@
-"""Deleting LiveKit rooms through LiveKit's server API (RoomService over Twirp), behind a small seam."""
+"""Deleting rooms and removing participants through LiveKit's server API (RoomService over Twirp), behind
+a small seam."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,6 +19,10 @@ class LiveKitUnavailable(Exception):
     """LiveKit could not be reached or failed (transport error, timeout, 5xx): worth retrying later."""
 
 
+class LiveKitNotFound(Exception):
+    """LiveKit has no such room or participant."""
+
+
 class LiveKitRefused(Exception):
     """LiveKit refused the call (a 4xx other than not found): lkps's key or configuration is wrong."""
 
@@ -26,6 +33,10 @@ class RoomControl(Protocol):
 
         Raises LiveKitUnavailable or LiveKitRefused.
         """
+        ...
+
+    async def remove_participant(self, room: str, identity: str) -> None:
+        """Disconnect `identity` from `room`. Raises LiveKitNotFound, LiveKitUnavailable or LiveKitRefused."""
         ...
 
     async def aclose(self) -> None: ...
@@ -41,7 +52,7 @@ def server_api_url(settings: Settings) -> str:
 
 
 class LiveKitRooms:
-    """RoomControl with `livekit-api`: each call carries a fresh token with only the `roomCreate` grant."""
+    """RoomControl with `livekit-api`: each call carries a fresh token with only the grant it needs."""
 
     def __init__(self, url: str, api_key: str, api_secret: str, timeout_seconds: float) -> None:
         self._url = url
@@ -58,14 +69,23 @@ class LiveKitRooms:
         return self._api
 
     async def delete_room(self, room: str) -> None:
+        with contextlib.suppress(LiveKitNotFound):
+            await self._call(self._client().room.delete_room(api.DeleteRoomRequest(room=room)))
+
+    async def remove_participant(self, room: str, identity: str) -> None:
+        await self._call(
+            self._client().room.remove_participant(api.RoomParticipantIdentity(room=room, identity=identity))
+        )
+
+    async def _call(self, call: Awaitable[object]) -> None:
         try:
             # Bounded here: livekit-api 1.2.2 passes `timeout=None` per call, which disables the timeout of
             # its aiohttp session.
             async with asyncio.timeout(self._timeout):
-                await self._client().room.delete_room(api.DeleteRoomRequest(room=room))
+                await call
         except api.TwirpError as exc:
             if exc.code == api.TwirpErrorCode.NOT_FOUND:
-                return
+                raise LiveKitNotFound(exc.message) from exc
             if exc.status >= 500:
                 raise LiveKitUnavailable(f"LiveKit answered {exc.status} ({exc.code})") from exc
             raise LiveKitRefused(f"LiveKit refused the call with {exc.status} ({exc.code})") from exc

@@ -88,9 +88,8 @@ class LiveKitMinter:
         return self._sign(claims, ttl_seconds)
 
     def agent_token(self, *, identity: str, ttl_seconds: int) -> MintedToken:
-        """A token for the LiveKit Agents worker handshake (`/agent`): the agent grant and nothing else.
-
-        It joins no room; LiveKit mints each job's room token itself when it dispatches the agent.
-        """
+        """The relay's own token for LiveKit's `/agent` (the agent grant and nothing else). It never leaves
+        lkps: any holder could register as any agent (docs/livekit-agents-worker.md), so the relay keeps it
+        short-lived and enforces the agent name itself."""
         claims: dict[str, Any] = {"sub": identity, "video": {"agent": True}}
         return self._sign(claims, ttl_seconds)

@@ -59,7 +59,7 @@ class SessionStartResponse(msgspec.Struct):
 
 
 class AgentRegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """Register the calling agent (its own app-only token) and receive an agent token."""
+    """Register the calling agent (its own app-only token) and receive its worker credentials."""
 
     multiline_fields: ClassVar[frozenset[str]] = frozenset({"description"})
 
@@ -75,10 +75,24 @@ class AgentRegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class AgentRegisterResponse(msgspec.Struct):
-    livekit_url: str
-    agent_token: Annotated[str, msgspec.Meta(description="LiveKit JWT with the agent grant only.")]
-    expires_at: Annotated[int, msgspec.Meta(description="Unix time the token and registration expire.")]
-    agent_name: Annotated[str, msgspec.Meta(description="Register the LiveKit worker under this name.")]
+    worker_url: Annotated[
+        str,
+        msgspec.Meta(
+            description="LIVEKIT_URL for the worker: lkps's worker relay, which relays it to LiveKit."
+        ),
+    ]
+    worker_api_key: Annotated[str, msgspec.Meta(description="LIVEKIT_API_KEY for the worker (an lkps key).")]
+    worker_api_secret: Annotated[
+        str,
+        msgspec.Meta(
+            description="LIVEKIT_API_SECRET for the worker: valid at lkps only, for this agent, while it "
+            "is registered; unchanged by a renewal."
+        ),
+    ]
+    expires_at: Annotated[int, msgspec.Meta(description="Unix time the registration expires; renew before.")]
+    agent_name: Annotated[
+        str, msgspec.Meta(description="The worker's agent_name: the only one lkps lets it register under.")
+    ]
     registration_id: str
     enforce_client_authz: bool
 

@@ -25,7 +25,10 @@ from gateway.persistence.db import create_engine
 from gateway.persistence.lifecycle import SessionLifecycle
 from gateway.persistence.revocations import AgentRevocations
 from gateway.persistence.sessions import SessionWriter
+from gateway.persistence.workers import WorkerStore
 from gateway.ratelimit import build_rate_limits
+from gateway.relay.credentials import WorkerCredentials
+from gateway.relay.relay import WorkerRelay, livekit_agent_url
 from gateway.session_end import SessionEnder
 from gateway.session_start import ClientAuthorizer, SessionStarter
 
@@ -70,11 +73,15 @@ class Services:
     ending: SessionEnder
     revocations: AgentRevocations
     admin: AdminQueries
+    workers: WorkerStore
+    credentials: WorkerCredentials
+    relay: WorkerRelay
     draining: bool = False
     _owned: list[Any] = field(default_factory=list)
 
     async def aclose(self) -> None:
         self.draining = True
+        await self.relay.aclose()
         await self.writer.aclose()
         await self.validator.aclose()
         if self.authorizer is not None:
@@ -126,6 +133,8 @@ def build_services(
             settings.livekit_api_timeout_seconds,
         )
     lifecycle = SessionLifecycle(engine, clock)
+    workers = WorkerStore(engine, clock)
+    credentials = WorkerCredentials(settings.livekit_api_secret)
     return Services(
         settings=settings,
         clock=clock,
@@ -161,6 +170,19 @@ def build_services(
         ending=SessionEnder(lifecycle, rooms),
         revocations=AgentRevocations(engine, clock),
         admin=AdminQueries(engine),
+        workers=workers,
+        credentials=credentials,
+        relay=WorkerRelay(
+            credentials=credentials,
+            store=workers,
+            minter=minter,
+            metrics=metrics,
+            clock=clock,
+            livekit_agent_url=livekit_agent_url(server_api_url(settings)),
+            livekit_public_url=settings.livekit_url,
+            check_interval_seconds=settings.worker_check_interval_seconds,
+            refusal_hold_seconds=settings.worker_refusal_hold_seconds,
+        ),
         _owned=owned,
     )
 

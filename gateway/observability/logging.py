@@ -30,6 +30,7 @@ _SECRET_KEYS = frozenset(
         "client_assertion",
         "secret",
         "api_secret",
+        "worker_api_secret",
         "password",
     }
 )

@@ -38,6 +38,26 @@ class Metrics:
         self.jwks_refreshes = Gauge(
             "lkps_jwks_refreshes", "JWKS refresh attempts since start (successful or not).", registry=r
         )
+        self.worker_connections = Gauge(
+            "lkps_worker_connections",
+            "LiveKit Agents worker connections relayed by this process.",
+            registry=r,
+        )
+        self.worker_jobs = Counter(
+            "lkps_worker_jobs", "Jobs LiveKit assigned to relayed workers.", registry=r
+        )
+        self.worker_refusals = Counter(
+            "lkps_worker_refusals",
+            "Worker connections refused, by reason (handshake, credentials, agent name, availability).",
+            ["reason"],
+            registry=r,
+        )
+        self.worker_security_events = Counter(
+            "lkps_worker_security_events",
+            "Worker frames dropped as a security event: simulate_job, a second register, a foreign job.",
+            ["kind"],
+            registry=r,
+        )
         self.db_batch_size = Histogram(
             "lkps_session_write_batch_size",
             "Session rows committed per group commit.",

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, exists, insert, literal, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from authz.clock import Clock, utc_now
 from gateway.persistence.tables import agent_registrations as t
 from gateway.persistence.tables import agent_revocations
+from gateway.relay.credentials import new_key_id
 
 _MAX_CACHED = 10_000
 
@@ -57,6 +58,7 @@ class Registration:
     issued_at: datetime
     expires_at: datetime
     enforce_client_authz: bool
+    worker_key_id: str
 
 
 class AgentRegistry:
@@ -121,18 +123,41 @@ class AgentRegistry:
             return bool(await conn.scalar(select(_revoked(agent_app_id))))
 
     async def register(self, new: NewRegistration, expires_at: int) -> Registration:
-        """Record one registration (an audit row per agent token issued) and make it the one in force.
+        """Record one registration (an audit row per call) and make it the one in force until `expires_at`.
 
-        `expires_at` is the agent token's `exp`: the registration lives exactly as long as the token.
-        Raises AgentRevoked, writing nothing, if the agent is revoked when the row would be inserted.
+        The registration carries the worker key id of the agent's registration in force, if any (a renewal:
+        the running worker's credentials stay valid), else a new one. Raises AgentRevoked, writing
+        nothing, if the agent is revoked when the row would be inserted.
         """
         issued_at = utc_now(self._clock)
+        in_force = (
+            select(t.c.worker_key_id)
+            .where(
+                t.c.agent_app_id == new.agent_app_id,
+                t.c.revoked.is_(False),
+                t.c.expires_at > issued_at,
+                t.c.worker_key_id.is_not(None),
+            )
+            .order_by(t.c.expires_at.desc())
+            .limit(1)
+        )
+        async with self._engine.begin() as conn:
+            key_id = await conn.scalar(in_force) or new_key_id()
+            registration = await self._insert(conn, new, issued_at, expires_at, key_id)
+        self.invalidate(new.agent_app_id)
+        return registration
+
+    @staticmethod
+    async def _insert(
+        conn: AsyncConnection, new: NewRegistration, issued_at: datetime, expires_at: int, key_id: str
+    ) -> Registration:
         registration = Registration(
             id=str(uuid.uuid4()),
             agent_app_id=new.agent_app_id,
             issued_at=issued_at,
             expires_at=datetime.fromtimestamp(expires_at, UTC),
             enforce_client_authz=new.enforce_client_authz,
+            worker_key_id=key_id,
         )
         values = {
             "id": registration.id,
@@ -147,13 +172,12 @@ class AgentRegistry:
             "description": new.description,
             "agent_version": new.agent_version,
             "request_id": new.request_id,
+            "worker_key_id": key_id,
         }
         # INSERT ... SELECT ... WHERE NOT EXISTS: the revocation check and the insert are one statement.
         row = select(*(literal(value, t.c[name].type).label(name) for name, value in values.items()))
         statement = insert(t).from_select(list(values), row.where(~_revoked(new.agent_app_id)))
-        async with self._engine.begin() as conn:
-            inserted = await conn.execute(statement)
+        inserted = await conn.execute(statement)
         if inserted.rowcount == 0:
             raise AgentRevoked(new.agent_app_id)
-        self.invalidate(new.agent_app_id)
         return registration

@@ -11,7 +11,14 @@ from datetime import datetime
 from sqlalchemy import Column, Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.persistence.tables import admin_actions, agent_registrations, session_events, sessions
+from gateway.persistence.tables import (
+    admin_actions,
+    agent_registrations,
+    session_events,
+    sessions,
+    worker_connections,
+    worker_jobs,
+)
 
 # Each table with the time that ages its rows; a registration ages from its expiry, so none in force goes.
 PRUNED: tuple[tuple[Table, Column[datetime]], ...] = (
@@ -19,6 +26,8 @@ PRUNED: tuple[tuple[Table, Column[datetime]], ...] = (
     (session_events, session_events.c.received_at),
     (agent_registrations, agent_registrations.c.expires_at),
     (admin_actions, admin_actions.c.at),
+    (worker_connections, worker_connections.c.connected_at),
+    (worker_jobs, worker_jobs.c.assigned_at),
 )
 
 

@@ -71,8 +71,12 @@ agent_registrations = Table(
     Column("description", String(1024), nullable=True),
     Column("agent_version", String(64), nullable=True),
     Column("request_id", String(64), nullable=False),
+    # The worker credential's key id (worker_api_key): a renewal inherits it from the registration in force,
+    # so the worker started with it keeps working; NULL on rows from before the worker relay.
+    Column("worker_key_id", String(40), nullable=True),
     Index(None, "agent_app_id", "expires_at"),
     Index(None, "expires_at"),  # pruning
+    Index(None, "worker_key_id"),
 )
 
 sessions = Table(
@@ -152,4 +156,34 @@ admin_actions = Table(
     Column("details", Text(), nullable=True),
     Index(None, "at"),
     Index(None, "target", "at"),
+)
+
+# One row per relayed LiveKit Agents worker connection, written at registration and closed at disconnect.
+worker_connections = Table(
+    "worker_connections",
+    metadata,
+    _guid("id", primary_key=True),
+    _guid("agent_app_id", nullable=False),
+    Column("worker_key_id", String(40), nullable=False),
+    Column("client_address", String(64), nullable=True),
+    Column("worker_id", String(64), nullable=True),  # LiveKit's, from its register answer
+    Column("replica", String(64), nullable=False),
+    Column("connected_at", UtcDateTime(), nullable=False),
+    Column("disconnected_at", UtcDateTime(), nullable=True),
+    Column("close_reason", String(32), nullable=True),
+    Index(None, "agent_app_id", "connected_at"),
+    Index(None, "connected_at"),  # pruning
+)
+
+# One row per job LiveKit assigned through the relay.
+worker_jobs = Table(
+    "worker_jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),  # LiveKit's job id
+    _guid("connection_id", nullable=False),
+    _guid("agent_app_id", nullable=False),
+    Column("room_name", String(255), nullable=False),
+    Column("assigned_at", UtcDateTime(), nullable=False),
+    Index(None, "room_name"),
+    Index(None, "assigned_at"),  # pruning
 )

@@ -1,4 +1,5 @@
-"""`POST /api/agent/register`: an agent proves itself with its own app-only token and gets an agent token."""
+"""`POST /api/agent/register`: an agent proves itself with its own app-only token and gets the credentials its
+stock LiveKit Agents worker runs with (see gateway/relay/credentials.py); never a LiveKit token."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from gateway.errors import ApiError, database_errors, database_unavailable
 from gateway.observability.context import context_of
 from gateway.openapi import NOT_CACHED, documented_body, error_responses
 from gateway.persistence.agents import AgentRevoked, NewRegistration
+from gateway.relay.relay import WORKER_PREFIX, websocket_url
 from gateway.schemas import AgentRegisterRequest, AgentRegisterResponse, decode_body
 from gateway.services import services_of
 
@@ -26,8 +28,10 @@ from gateway.services import services_of
     tags=["agents"],
     summary="Register the calling agent",
     description="The agent's client app id is its agent id and the LiveKit agent name it must register its "
-    "worker under. Call again before `expires_at` to renew; every call is recorded. A revoked agent is "
-    "refused with 403 `agent_revoked`.",
+    "worker under. Run the worker with LIVEKIT_URL=`worker_url`, LIVEKIT_API_KEY=`worker_api_key`, "
+    "LIVEKIT_API_SECRET=`worker_api_secret`: lkps relays it to LiveKit. Call again before `expires_at` to "
+    "renew (the worker keeps its credentials); every call is recorded. A revoked agent is refused with 403 "
+    "`agent_revoked`.",
 )
 async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterResponse:
     caller = await agent_caller(request)
@@ -40,9 +44,7 @@ async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterRespon
         revoked = await services.registry.revoked(agent_id)
     if revoked:  # refused before any token exists; `register` re-checks atomically for a racing revocation
         raise agent_revoked(agent_id)
-    token = services.minter.agent_token(
-        identity=f"agent-{agent_id}", ttl_seconds=services.settings.agent_token_ttl_seconds
-    )
+    expires_at = int(services.clock.now()) + services.settings.agent_token_ttl_seconds
     try:
         registration = await services.registry.register(
             NewRegistration(
@@ -55,7 +57,7 @@ async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterRespon
                 agent_version=body.agent_version,
                 request_id=ctx.request_id,
             ),
-            expires_at=token.expires_at,
+            expires_at=expires_at,
         )
     except AgentRevoked:
         raise agent_revoked(agent_id) from None
@@ -63,13 +65,19 @@ async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterRespon
         raise database_unavailable("The registration could not be recorded; retry shortly.", exc) from exc
     ctx.fields["registration_id"] = registration.id
     return AgentRegisterResponse(
-        livekit_url=services.settings.livekit_url,
-        agent_token=token.jwt,
-        expires_at=token.expires_at,
+        worker_url=worker_url(services.settings.public_url, request),
+        worker_api_key=registration.worker_key_id,
+        worker_api_secret=services.credentials.secret(registration.worker_key_id),
+        expires_at=expires_at,
         agent_name=agent_id,
         registration_id=registration.id,
         enforce_client_authz=registration.enforce_client_authz,
     )
+
+
+def worker_url(public_url: str | None, request: Request[Any, Any, Any]) -> str:
+    """LKPS_PUBLIC_URL, else this request's own base URL, as a websocket URL, plus the relay's prefix."""
+    return websocket_url(public_url or str(request.base_url)) + WORKER_PREFIX
 
 
 def agent_revoked(agent_id: str) -> ApiError:

@@ -322,3 +322,37 @@ class TestSecurityReviewSettings:
             env(LKPS_RATE_LIMIT_PER_MINUTE="0", LKPS_USER_RATE_LIMIT_PER_MINUTE="500")
         )
         assert (unbounded.rate_limit_per_minute, unbounded.user_rate_limit_per_minute) == (0, 500)
+
+
+class TestWorkerRelaySettings:
+    def test_defaults_and_a_public_url(self) -> None:
+        """No public URL (worker URLs come from each request), a 2 s key check and a 30 s refusal hold by
+        default; LKPS_PUBLIC_URL is kept without its trailing slash."""
+        defaults = Settings.from_env(env())
+        assert (defaults.public_url, defaults.worker_check_interval_seconds) == (None, 2.0)
+        assert defaults.worker_refusal_hold_seconds == 30.0
+        tuned = Settings.from_env(
+            env(LKPS_PUBLIC_URL="https://lkps.example.com/", LKPS_WORKER_REFUSAL_HOLD_SECONDS="5")
+        )
+        assert (tuned.public_url, tuned.worker_refusal_hold_seconds) == ("https://lkps.example.com", 5.0)
+        assert (
+            Settings.from_env(env(LKPS_PUBLIC_URL="http://127.0.0.1:8000")).public_url
+            == "http://127.0.0.1:8000"
+        )
+
+    @pytest.mark.parametrize(
+        ("name", "value", "problem"),
+        [
+            ("LKPS_PUBLIC_URL", "http://lkps.example.com", "plaintext to a non-loopback host"),
+            ("LKPS_PUBLIC_URL", "ftp://lkps.example.com", "must be an https:// URL"),
+            ("LKPS_PUBLIC_URL", "https://lkps.example.com/?x=1", "must not carry a query"),
+            ("LKPS_WORKER_CHECK_INTERVAL_SECONDS", "5", "out of range"),
+            ("LKPS_WORKER_REFUSAL_HOLD_SECONDS", "0", "out of range"),
+        ],
+    )
+    def test_unsafe_values_are_refused(self, name: str, value: str, problem: str) -> None:
+        """A plaintext or malformed public URL, a key check slower than the 5 s revocation bound, and a
+        refusal hold that would let a refused worker reconnect in a loop are refused with the variable named."""
+        [found] = problems(env(**{name: value}))
+        assert found.startswith(name)
+        assert problem in found

@@ -1,4 +1,4 @@
-"""`POST /api/agent/register`: an agent's own app-only token buys an agent token and a registration row."""
+"""`POST /api/agent/register`: an agent's own app-only token buys worker credentials and a registration row."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import pytest
 from sqlalchemy import select
 
 from gateway.persistence.tables import agent_registrations
-from tests.gateway.conftest import AGENT_ID, AGENT_OID, Gateway
+from tests.gateway.conftest import AGENT_ID, AGENT_OID, Gateway, running_gateway
 from tests.gateway.test_session_start import assert_error
 from tests.support.entra import TENANT_ID
-from tests.support.livekit import verify_python
 
 pytestmark = pytest.mark.anyio
 
@@ -22,25 +21,66 @@ async def _register(gateway: Gateway, token: str, body: object = None):  # type:
     )
 
 
-async def test_agent_gets_an_agent_token_named_after_its_app_id(gateway: Gateway) -> None:
-    """The response holds the LiveKit URL, an agent-grant-only token, its expiry and the agent name."""
+async def test_agent_gets_worker_credentials_named_after_its_app_id(gateway: Gateway) -> None:
+    """The response holds the worker URL (lkps's relay), a worker key and secret, the expiry and agent name."""
     response = await _register(
         gateway, gateway.agent_token(), {"display_name": "Helpdesk", "agent_version": "2.1"}
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["livekit_url"] == gateway.settings.livekit_url
+    assert body["worker_url"] == "ws://testserver.local/worker"
+    assert body["worker_api_key"].startswith("lkw_")
+    assert body["worker_api_secret"] == gateway.services.credentials.secret(body["worker_api_key"])
     assert body["agent_name"] == AGENT_ID
     assert body["enforce_client_authz"] is True
     assert body["expires_at"] == int(gateway.clock.now()) + gateway.settings.agent_token_ttl_seconds
-    claims = verify_python(body["agent_token"])
-    assert claims.identity == f"agent-{AGENT_ID}"
-    assert claims.video is not None
-    assert claims.video.agent is True
-    assert claims.video.room_join is None
-    assert not claims.video.room
-    assert claims.room_config is None
-    assert not claims.kind
+
+
+async def test_no_answer_carries_a_livekit_token(gateway: Gateway) -> None:
+    """No value of the answer is a JWT, and the LiveKit secret appears nowhere in it."""
+    response = await _register(gateway, gateway.agent_token())
+    assert set(response.json()) == {
+        "worker_url",
+        "worker_api_key",
+        "worker_api_secret",
+        "expires_at",
+        "agent_name",
+        "registration_id",
+        "enforce_client_authz",
+    }
+    for value in response.json().values():
+        assert not (isinstance(value, str) and value.count(".") == 2 and value.startswith("eyJ"))
+    assert gateway.settings.livekit_api_secret not in response.text
+
+
+async def test_public_url_setting_names_the_worker_url(database_url: str) -> None:
+    """With LKPS_PUBLIC_URL set, the worker URL is it (as wss) plus /worker, whatever the request's host."""
+    async for gateway in running_gateway(database_url, public_url="https://lkps.example.com/base"):
+        body = (await _register(gateway, gateway.agent_token())).json()
+        assert body["worker_url"] == "wss://lkps.example.com/base/worker"
+
+
+async def test_renewal_keeps_the_worker_credentials(gateway: Gateway) -> None:
+    """A registration while one is in force hands back the same key and secret: the running worker keeps
+    working without a restart."""
+    first = (await _register(gateway, gateway.agent_token())).json()
+    gateway.clock.advance(60)
+    second = (await _register(gateway, gateway.agent_token())).json()
+    assert second["registration_id"] != first["registration_id"]
+    assert (second["worker_api_key"], second["worker_api_secret"]) == (
+        first["worker_api_key"],
+        first["worker_api_secret"],
+    )
+    assert second["expires_at"] == first["expires_at"] + 60
+
+
+async def test_a_registration_after_expiry_gets_new_credentials(gateway: Gateway) -> None:
+    """Once every registration carrying a key expired, the next registration gets a new key."""
+    first = (await _register(gateway, gateway.agent_token())).json()
+    gateway.clock.advance(gateway.settings.agent_token_ttl_seconds + 1)
+    second = (await _register(gateway, gateway.agent_token())).json()
+    assert second["worker_api_key"] != first["worker_api_key"]
+    assert second["worker_api_secret"] != first["worker_api_secret"]
 
 
 async def test_registration_is_audited(gateway: Gateway) -> None:

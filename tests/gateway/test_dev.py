@@ -362,7 +362,7 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
         register = subprocess.run(
             ["bash", "-c", blocks[2]], capture_output=True, text=True, check=True, cwd=tmp_path
         )
-        assert '"agent_token"' in register.stdout, register.stdout + register.stderr
+        assert '"worker_api_secret"' in register.stdout, register.stdout + register.stderr
         listing = subprocess.run(
             ["bash", "-c", blocks[3]], capture_output=True, text=True, check=True, cwd=tmp_path
         )

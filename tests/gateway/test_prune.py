@@ -24,6 +24,8 @@ from gateway.persistence.tables import (
     agent_revocations,
     session_events,
     sessions,
+    worker_connections,
+    worker_jobs,
 )
 from lkps.commands import ExitCode
 from tests.support.entra import SERVICE_CLIENT_ID, SERVICE_OID, TENANT_ID
@@ -84,6 +86,25 @@ async def seed(engine: AsyncEngine, old: int = 3) -> None:
                     request_id="req",
                 )
             )
+            connection_id = str(uuid.uuid4())
+            await conn.execute(
+                insert(worker_connections).values(
+                    id=connection_id,
+                    agent_app_id=AGENT,
+                    worker_key_id="lkw_test",
+                    replica="test",
+                    connected_at=at,
+                )
+            )
+            await conn.execute(
+                insert(worker_jobs).values(
+                    id=f"AJ_{n}",
+                    connection_id=connection_id,
+                    agent_app_id=AGENT,
+                    room_name="r",
+                    assigned_at=at,
+                )
+            )
         # An unexpired registration issued long ago must survive, and so must every revocation.
         await conn.execute(
             insert(agent_registrations).values(
@@ -119,7 +140,14 @@ async def test_rows_older_than_the_period_are_deleted_and_the_rest_kept(engine: 
     """Old sessions, events, expired registrations and admin actions go; recent rows and revocations stay."""
     await seed(engine)
     deleted = await prune(engine, NOW - timedelta(days=90), batch_size=1000)
-    assert deleted == {"sessions": 3, "session_events": 3, "agent_registrations": 3, "admin_actions": 3}
+    assert deleted == {
+        "sessions": 3,
+        "session_events": 3,
+        "agent_registrations": 3,
+        "admin_actions": 3,
+        "worker_connections": 3,
+        "worker_jobs": 3,
+    }
     assert await counts(engine) == {
         "sessions": 1,
         "session_events": 1,
@@ -176,6 +204,8 @@ async def test_the_command_prunes_with_only_the_database_url(engine: AsyncEngine
         "session_events": 3,
         "agent_registrations": 3,
         "admin_actions": 3,
+        "worker_connections": 3,
+        "worker_jobs": 3,
     }
     assert datetime.fromisoformat(report["cutoff"]) < NOW - timedelta(days=29)
     assert (await counts(engine))["sessions"] == 1

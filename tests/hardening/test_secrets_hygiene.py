@@ -149,7 +149,7 @@ async def exercise(enforcing: Enforcing, livekit: RecordingRoomService, traffic:
 
     registered = await post("/api/agent/register", gateway.agent_token(), {"enforce_client_authz": True})
     assert registered.status_code == 200
-    traffic.keep(registered.json()["agent_token"])
+    traffic.keep(registered.json()["worker_api_secret"])
 
     valid = entra.mint_user_token()
     invalid = [

@@ -140,6 +140,13 @@ def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
     return [manifest for manifest in manifests if manifest["kind"] == kind]
 
 
+def named(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    """The manifest of `kind` called `name`; fails when there is none or more than one."""
+    found = [manifest for manifest in of_kind(manifests, kind) if manifest["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
 def one(manifests: list[Manifest], kind: str) -> Manifest:
     """The single manifest of `kind`; fails when there is none or more than one."""
     found = of_kind(manifests, kind)

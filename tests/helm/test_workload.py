@@ -13,6 +13,7 @@ from tests.helm.conftest import (
     SCENARIOS,
     Manifest,
     containers,
+    named,
     of_kind,
     one,
     pod_specs,
@@ -239,7 +240,7 @@ def test_network_policy_leaves_egress_open_by_default(rendered: Rendered) -> Non
 def test_ingress_exposes_only_the_public_api(rendered: Rendered) -> None:
     """The Ingress routes the public prefixes of its host to the Service's http port, with TLS; never
     /api/admin."""
-    ingress = one(rendered("ci/ingress"), "Ingress")["spec"]
+    ingress = named(rendered("ci/ingress"), "Ingress", RELEASE)["spec"]
     assert ingress["ingressClassName"] == "nginx"
     rule = ingress["rules"][0]
     assert rule["host"] == "lkps.np.example.com"
@@ -253,7 +254,7 @@ def test_ingress_exposes_only_the_public_api(rendered: Rendered) -> None:
 
 def test_the_default_ingress_paths_leave_out_the_admin_api(chart: helm.Chart) -> None:
     """Turning the Ingress on with the chart's default hosts publishes no path that reaches /api/admin."""
-    [ingress] = of_kind(render(chart, {"ingress": {"enabled": True}}), "Ingress")
+    ingress = named(render(chart, {"ingress": {"enabled": True}}), "Ingress", RELEASE)
     paths = [entry["path"] for rule in ingress["spec"]["rules"] for entry in rule["http"]["paths"]]
     assert paths
     assert not [path for path in paths if "/api/admin".startswith(path) or path.startswith("/api/admin")]
@@ -274,10 +275,12 @@ def test_a_public_path_that_would_route_the_admin_api_fails_the_render(chart: he
 
 def test_the_admin_ingress_is_opt_in_and_routes_only_the_admin_api(rendered: Rendered) -> None:
     """adminIngress adds a second Ingress, on its own class and host, for /api/admin alone."""
-    assert [i["metadata"]["name"] for i in of_kind(rendered("ci/ingress"), "Ingress")] == [RELEASE]
-    public, admin = sorted(
-        of_kind(rendered("ci/admin-ingress"), "Ingress"), key=lambda i: i["metadata"]["name"]
-    )
+    assert [i["metadata"]["name"] for i in of_kind(rendered("ci/ingress"), "Ingress")] == [
+        RELEASE,
+        f"{RELEASE}-worker",
+    ]
+    manifests = rendered("ci/admin-ingress")
+    public, admin = named(manifests, "Ingress", RELEASE), named(manifests, "Ingress", f"{RELEASE}-admin")
     assert admin["metadata"]["name"] == f"{RELEASE}-admin"
     spec = admin["spec"]
     assert spec["ingressClassName"] == "nginx-internal"
@@ -299,6 +302,35 @@ def test_an_admin_ingress_on_a_public_host_and_class_fails(chart: helm.Chart) ->
     }
     with pytest.raises(helm.HelmRenderError, match="is a public host on the same ingress class"):
         render(chart, values)
+
+
+def test_worker_ingress_routes_the_relay_with_long_idle_timeouts(rendered: Rendered) -> None:
+    """A second Ingress routes /worker (websocket upgrade and Twirp) of the same host with TLS, the API's
+    annotations plus hour-long proxy timeouts, and the public URL the worker URL is built from is set."""
+    manifests = rendered("ci/ingress")
+    worker = named(manifests, "Ingress", f"{RELEASE}-worker")
+    assert worker["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-body-size": "64k",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+    }
+    spec = worker["spec"]
+    assert spec["rules"] == [
+        {
+            "host": "lkps.np.example.com",
+            "http": {
+                "paths": [
+                    {
+                        "path": "/worker",
+                        "pathType": "Prefix",
+                        "backend": {"service": {"name": RELEASE, "port": {"name": "http"}}},
+                    }
+                ]
+            },
+        }
+    ]
+    assert spec["tls"] == [{"hosts": ["lkps.np.example.com"], "secretName": "lkps-tls"}]
+    assert one(manifests, "ConfigMap")["data"]["LKPS_PUBLIC_URL"] == "https://lkps.np.example.com"
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)

@@ -22,13 +22,6 @@ from tests.support.livekit import verify_python
 
 pytestmark = pytest.mark.slow
 
-# Until the relay's registration answer (issue 13 item 1) is merged, `lkps dev` still answers with
-# `agent_token`; strict, so merging it turns these into failures that say: delete this marker.
-NEEDS_WORKER_SETTINGS = pytest.mark.xfail(
-    reason="lkps dev does not answer registrations with worker settings yet (issue 13, the relay)",
-    strict=True,
-)
-
 
 def verify(service: DevService, token: str) -> api.access_token.Claims:
     identity = service.state.identity
@@ -61,7 +54,6 @@ def test_backend_service_starts_a_session_from_python(lkps_dev: DevService) -> N
     ]
 
 
-@NEEDS_WORKER_SETTINGS
 @pytest.mark.anyio
 async def test_agent_renews_its_worker_settings_before_expiry(lkps_dev: DevService) -> None:
     """The demo agent registers with its own credential and renews when due; no LiveKit credential comes back."""
@@ -79,9 +71,14 @@ async def test_agent_renews_its_worker_settings_before_expiry(lkps_dev: DevServi
     assert renewed.registration_id != first.registration_id
     assert renewed.expires_at > first.expires_at
     assert renewed.agent_name == lkps_dev.state.client(DEMO_AGENT).client_id
+    # A renewal keeps the credentials the running worker was started with.
+    assert (renewed.worker_api_key, renewed.worker_api_secret) == (
+        first.worker_api_key,
+        first.worker_api_secret,
+    )
     identity = lkps_dev.state.identity
     for registration in (first, renewed):
-        assert registration.worker_url.startswith(lkps_dev.url)
+        assert registration.worker_url == "ws" + lkps_dev.url.removeprefix("http") + "/worker"
         assert registration.worker_api_key != identity.livekit_api_key
         assert registration.worker_api_secret != identity.livekit_api_secret
 
@@ -111,7 +108,6 @@ def test_cli_session_start_uses_the_dev_state_when_nothing_is_configured(lkps_de
     assert video.room == session["room_name"]
 
 
-@NEEDS_WORKER_SETTINGS
 def test_cli_agent_register_and_lkps_errors(lkps_dev: DevService, tmp_path: Path) -> None:
     """`lkps agent register --dev --state-dir` prints the worker settings; an lkps refusal exits 1 with its error."""
     state = str(lkps_dev.state.dir)

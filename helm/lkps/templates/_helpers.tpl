@@ -186,6 +186,10 @@ annotation only changes when a value does.
 {{- $_ := set $data $key (toString $value) }}
 {{- end }}
 {{- end }}
+{{- if and .Values.ingress.enabled .Values.ingress.tls (not (hasKey $data "LKPS_PUBLIC_URL")) }}
+{{- /* The worker URL registrations hand out: the public host workers reach lkps at. */}}
+{{- $_ := set $data "LKPS_PUBLIC_URL" (printf "https://%s" (first (first .Values.ingress.tls).hosts)) }}
+{{- end }}
 {{- if .Values.workloadIdentity.enabled }}
 {{- $_ := set $data "LKPS_ENTRA_CLIENT_ID" .Values.workloadIdentity.clientId }}
 {{- $_ := set $data "LKPS_ENTRA_FEDERATED_TOKEN_FILE" (include "lkps.federatedTokenFile" .) }}

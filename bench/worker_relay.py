@@ -1,0 +1,197 @@
+"""The worker relay under load: N concurrent LiveKit Agents worker connections held by one `lkps serve`
+process (granian, one worker), the memory they cost, and the latency the relay adds to a job assignment.
+
+LiveKit's `/agent` is the protocol-level fake of the test suite (tests/support/fake_livekit_agent.py) in
+this process, and so are the N workers (raw protocol clients, each sending `update_worker` every 2.5 s as
+a stock worker does). A job assignment is timed from the moment the fake LiveKit sends it to the moment
+the worker receives it, through lkps, and the same over direct connections to the fake (the baseline):
+the difference is what the relay adds. At the end the server gets SIGTERM and the close codes the
+workers see are counted (1012 = service restart: reconnect elsewhere).
+
+    python bench/worker_relay.py --connections 1000 --assignments 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from livekit.protocol import agent
+
+from bench.harness import Deployment, Server, livekit_env
+from tests.support.fake_livekit_agent import FakeAgentService, FakeWorkerLink
+from tests.support.livekit import API_KEY, API_SECRET
+from tests.support.worker_protocol import register_frame, worker_jwt
+
+UPDATE_INTERVAL_SECONDS = 2.5
+
+
+def assignment(agent_name: str, job: int) -> bytes:
+    message = agent.ServerMessage()
+    message.assignment.job.id = f"AJ_{job}"
+    message.assignment.job.agent_name = agent_name
+    message.assignment.job.room.name = f"bench-room-{job}"
+    message.assignment.token = "x" * 600  # a LiveKit join token's size
+    return message.SerializeToString()
+
+
+async def open_worker(
+    http: aiohttp.ClientSession, url: str, key: str, secret: str, agent_name: str, fake: FakeAgentService
+) -> tuple[aiohttp.ClientWebSocketResponse, FakeWorkerLink]:
+    headers = {"Authorization": f"Bearer {worker_jwt(key, secret)}"}
+    ws = await http.ws_connect(url + "/agent", headers=headers, timeout=aiohttp.ClientWSTimeout(ws_close=10))
+    await ws.send_bytes(register_frame(agent_name))
+    answer = await ws.receive(timeout=30)
+    assert answer.type == aiohttp.WSMsgType.BINARY, answer
+    link = await fake.links.get()
+    await link.received.get()  # the register
+    return ws, link
+
+
+async def keep_updating(ws: aiohttp.ClientWebSocketResponse) -> None:
+    update = agent.WorkerMessage()
+    update.update_worker.load = 0.1
+    frame = update.SerializeToString()
+    await asyncio.sleep(random.uniform(0, UPDATE_INTERVAL_SECONDS))
+    while not ws.closed:
+        await ws.send_bytes(frame)
+        await asyncio.sleep(UPDATE_INTERVAL_SECONDS)
+
+
+async def time_assignments(
+    pairs: list[tuple[aiohttp.ClientWebSocketResponse, FakeWorkerLink]],
+    agent_name: str,
+    count: int,
+    rate: float,
+) -> list[float]:
+    """Send `count` assignments at `rate` per second to random workers; seconds from send to receipt."""
+    samples: list[float] = []
+    for job in range(count):
+        ws, link = random.choice(pairs)
+        frame = assignment(agent_name, job)
+        started = time.perf_counter()
+        await link.send(frame)
+        while True:
+            message = await ws.receive(timeout=10)
+            if message.type == aiohttp.WSMsgType.BINARY and agent.ServerMessage.FromString(
+                message.data
+            ).HasField("assignment"):
+                break
+        samples.append(time.perf_counter() - started)
+        await asyncio.sleep(1 / rate)
+    return samples
+
+
+def quantiles_ms(samples: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {
+        "p50": round(cuts[49] * 1000, 3),
+        "p99": round(cuts[98] * 1000, 3),
+        "max": round(max(samples) * 1000, 3),
+    }
+
+
+async def run(
+    server: Server, fake: FakeAgentService, livekit_url: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        response = await client.post(
+            "/api/agent/register", headers={"Authorization": f"Bearer {args.agent_token}"}, json={}
+        )
+    body = response.json()
+    key, secret, name, url = (
+        body["worker_api_key"],
+        body["worker_api_secret"],
+        body["agent_name"],
+        body["worker_url"],
+    )
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        rss_before = server.worker_rss_kib()
+        pairs = [await open_worker(http, url, key, secret, name, fake) for _ in range(args.connections)]
+        updaters = [asyncio.ensure_future(keep_updating(ws)) for ws, _ in pairs]
+        await asyncio.sleep(3)  # every worker has sent an update; the server settled
+        rss_held = server.worker_rss_kib()
+        relayed = await time_assignments(pairs, name, args.assignments, args.rate)
+        direct_pairs = [
+            await open_worker(http, livekit_url, API_KEY, API_SECRET, name, fake) for _ in range(args.direct)
+        ]
+        direct = await time_assignments(direct_pairs, name, args.assignments, args.rate)
+        cpu_total, cpu_loop = server.worker_cpu_seconds()
+        for task in updaters:
+            task.cancel()
+        stopping = time.perf_counter()
+        server.process.send_signal(15)  # SIGTERM: the draining replica
+        codes: Counter[str] = Counter()
+
+        async def close_code(ws: aiohttp.ClientWebSocketResponse) -> None:
+            while True:
+                message = await ws.receive(timeout=40)
+                if message.type in {
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                }:
+                    codes[str(ws.close_code)] += 1
+                    return
+
+        await asyncio.gather(*(close_code(ws) for ws, _ in pairs), return_exceptions=True)
+        drained_after = time.perf_counter() - stopping
+    relayed_q, direct_q = quantiles_ms(relayed), quantiles_ms(direct)
+    return {
+        "connections": args.connections,
+        "worker_rss_kib": {"before": rss_before, "holding": rss_held},
+        "kib_per_connection": round((rss_held - rss_before) / args.connections, 1),
+        "assignment_ms_through_lkps": relayed_q,
+        "assignment_ms_direct": direct_q,
+        "added_ms": {k: round(relayed_q[k] - direct_q[k], 3) for k in ("p50", "p99")},
+        "worker_cpu_seconds": {"process": round(cpu_total, 2), "event_loop_thread": round(cpu_loop, 2)},
+        "sigterm": {"close_codes": dict(codes), "all_closed_after_s": round(drained_after, 2)},
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    fake = FakeAgentService()
+    async with fake.running() as livekit_url:
+        env = livekit_env(livekit_url, API_KEY, API_SECRET, LKPS_LOG_LEVEL="warning")
+        with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
+            deployment = await asyncio.to_thread(Deployment.create, Path(work), args.db, extra_env=env)
+            try:
+                args.agent_token = deployment.agent_token()
+                with deployment.server() as server:
+                    try:
+                        return await run(server, fake, livekit_url, args)
+                    except Exception:
+                        log = Path(work) / f"serve-{server.port}.log"
+                        print(log.read_text()[-3000:], file=sys.stderr)
+                        raise
+            finally:
+                await asyncio.to_thread(deployment.close)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--assignments", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=100.0, help="assignments per second")
+    parser.add_argument("--direct", type=int, default=50, help="direct baseline connections")
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--work-dir", type=Path, help="where the server's work directory goes (deleted)")
+    print(json.dumps(asyncio.run(main_async(parser.parse_args())), indent=2))
+
+
+if __name__ == "__main__":
+    main()
