@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 READY_TIMEOUT_SECONDS = 60.0
+STOP_GRACE_SECONDS = 5.0
 NO_AGENTS_PACKAGE = (
     "lkps dev: livekit-agents is not installed, so no demo agent runs (sessions get no agent); "
     'install it with: pip install "lkps-client[agents]"'
@@ -75,19 +76,25 @@ class DemoAgent:
         # The worker gets only what the wrapper gives it: no LKPS_* of this process (LiveKit's secret).
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LKPS_", "LIVEKIT_"))}
         self._process = subprocess.Popen(  # noqa: S603 - lkps's own command
-            self.command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # its own process group: the worker's job processes go with it
         )
 
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=5)
         if self._process is not None and self._process.poll() is None:
-            # SIGTERM drains the worker; the wrapper passes it on and exits with the worker's status.
+            # SIGTERM drains the worker (the wrapper passes it on), but a draining worker waits for its
+            # jobs, and the dev rooms end with `lkps dev` anyway: a short grace, then the whole group goes.
             self._process.send_signal(signal.SIGTERM)
             try:
-                self._process.wait(timeout=20)
+                self._process.wait(timeout=STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
-                self._process.kill()
+                os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait(timeout=5)
         if self._log is not None:
             self._log.close()

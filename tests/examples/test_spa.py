@@ -88,6 +88,7 @@ def drive(
     trust_issuer: bool = True,
     agent_id: str | None = None,
     while_connected: Callable[[dict[str, Any]], None] | None = None,
+    expect_agent: bool = False,
 ) -> dict[str, Any]:
     """Serve the example at `origin` (default: the one lkps allows) for `lkps dev`, and drive it in Chromium;
     `while_connected` looks at what the page showed while the page is still in its rooms."""
@@ -101,7 +102,15 @@ def drive(
     spki = lkps_dev.issuer_spki_hash() if trust_issuer else "-"
     with static_server(site, origin or lkps_dev.spa_origin) as page:
         browser = subprocess.Popen(
-            ["node", "e2e/sign-in.mjs", page, str(tmp_path / "spa.png"), spki, str(tmp_path / "chromium")],
+            [
+                "node",
+                "e2e/sign-in.mjs",
+                page,
+                str(tmp_path / "spa.png"),
+                spki,
+                str(tmp_path / "chromium"),
+                *(["--expect-agent"] if expect_agent else []),
+            ],
             cwd=SPA_DIR,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -125,10 +134,17 @@ def test_browser_signs_in_and_joins_real_rooms(
     lkps_dev: DevService, built_site: Path, tmp_path: Path
 ) -> None:
     """MSAL signs in against the dev issuer; both session paths give the page a token that verifies and
-    joins its room on the real LiveKit server, where the page's microphone track is published; the page
-    shows the connection state and the participants, and the test keeps a screenshot of it."""
+    joins its room on the real LiveKit server, where the page's microphone track is published and the demo
+    agent joins and greets; the page shows the connection state, the participants and the agent's message,
+    and the test keeps a screenshot of it."""
     require_livekit()
-    drive(lkps_dev, built_site, tmp_path, while_connected=lambda result: check_page(lkps_dev, result))
+    drive(
+        lkps_dev,
+        built_site,
+        tmp_path,
+        while_connected=lambda result: check_page(lkps_dev, result),
+        expect_agent=True,
+    )
     shutil.copy(tmp_path / "spa.png", SCREENSHOT)
 
 
@@ -153,16 +169,30 @@ def check_page(lkps_dev: DevService, result: dict[str, Any]) -> None:
         ]
         rooms.add(claims.video.room)
         assert shown["connection"] == "connected", shown
-        assert shown["participants"] == "Alice (ALICE, you)", shown
+        you, agent = shown["participants"].split("; ")
+        assert you == "Alice (ALICE, you)", shown
+        assert agent.startswith("agent-"), shown
+        assert agent.endswith(", agent)"), shown
+        [greeting] = shown["messages"]
+        assert greeting.startswith("agent-"), shown
+        assert f"this is the lkps demo agent {lkps_dev.agent_id}" in greeting, shown
         assert shown["microphone"] == "published", shown
         # While the page is still connected, the server itself knows the user and the published audio.
-        [participant] = asyncio.run(
-            room_participants(
-                lkps_dev.livekit_url, identity.livekit_api_key, identity.livekit_api_secret, claims.video.room
+        in_room = {
+            p.identity: p
+            for p in asyncio.run(
+                room_participants(
+                    lkps_dev.livekit_url,
+                    identity.livekit_api_key,
+                    identity.livekit_api_secret,
+                    claims.video.room,
+                )
             )
-        )
-        assert participant.identity == "ALICE"
-        assert [track.type for track in participant.tracks] == [api.TrackType.AUDIO]
+        }
+        user = in_room.pop("ALICE")
+        assert [track.type for track in user.tracks] == [api.TrackType.AUDIO]
+        [agent_participant] = in_room.values()
+        assert agent_participant.kind == api.ParticipantInfo.Kind.AGENT
     assert len(rooms) == 2
 
 

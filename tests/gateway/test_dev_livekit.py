@@ -97,21 +97,31 @@ def recorded_events(lkps_dev: DevService, room: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_dev_mode_sessions_join_a_real_room_and_end_for_real(lkps_dev: DevService, tmp_path: Path) -> None:
-    """A session from `lkps dev` points at its LiveKit server; the token joins, the server's webhooks reach
-    lkps, and ending the session disconnects the participant."""
+def test_dev_mode_sessions_join_a_real_room_meet_the_demo_agent_and_end_for_real(
+    lkps_dev: DevService, tmp_path: Path
+) -> None:
+    """A session from `lkps dev` points at its LiveKit server; the token joins, the demo agent (a stock
+    LiveKit Agents worker that `lkps dev` runs through lkps's relay) joins too and greets the user, the
+    server's webhooks reach lkps, and ending the session disconnects the participant."""
     require_livekit()
     token = lkps_dev.user_token("alice")
     started = requests.post(
         f"{lkps_dev.url}/api/session/start",
         headers={"Authorization": f"Bearer {token}"},
-        json={"agent_entra_app_id": lkps_dev.agent_id},
+        json={"agent_entra_app_id": lkps_dev.agent_id, "metadata": {"language": "de"}},
         timeout=10,
     ).json()
     assert started["livekit_url"] == lkps_dev.livekit_url
     participant = Participant(started["livekit_url"], started["participant_token"], tmp_path / "p.log")
     try:
         assert participant.expect("connected", "connect_failed")["event"] == "connected"
+        agent = participant.expect("participant_connected", timeout=60)
+        assert agent["kind"] == "PARTICIPANT_KIND_AGENT"
+        assert agent["attributes"]["lk.agent.name"] == lkps_dev.agent_id
+        greeting = participant.expect("text", timeout=30)
+        assert greeting["sender"] == agent["identity"]
+        assert greeting["text"].startswith("Hello Alice, this is the lkps demo agent")
+        assert "language=de" in greeting["text"]
         deadline = time.monotonic() + 20
         while "participant_joined" not in recorded_events(lkps_dev, started["room_name"]):
             assert time.monotonic() < deadline, "LiveKit's participant_joined webhook never reached lkps"

@@ -93,6 +93,17 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LKPS_")}
 
 
+def wait_for_demo_agent(log: Path, timeout: float = 90.0) -> None:
+    """Until the demo agent's worker has registered with LiveKit through lkps's relay: LiveKit dispatches
+    a room's agent once, when the room starts, and never again to a worker that registers later."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and '"registered worker"' in log.read_text():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the demo agent did not register within {timeout:.0f} s; see {log}")
+
+
 @contextmanager
 def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService]:
     """Start `lkps dev` in `directory` (output in `lkps-dev.log` there) and stop it afterwards."""
@@ -111,6 +122,8 @@ def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService
             url = f"http://127.0.0.1:{port}"
             wait_for(f"{url}/api/health/ready")
             state = DevState(directory / ".lkps-dev")
+            if binary:
+                wait_for_demo_agent(state.dir / "demo-agent.log")
             yield DevService(directory, url, spa_origin, f"ws://127.0.0.1:{livekit_port}", state)
         finally:
             process.terminate()

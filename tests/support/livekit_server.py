@@ -117,6 +117,7 @@ class Participant:
         self.process.stdin.write(token.encode() + b"\n")
         self.process.stdin.flush()
         self.events: list[dict[str, Any]] = []
+        self._returned: set[int] = set()
         self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -127,9 +128,17 @@ class Participant:
         self._lines.put(None)
 
     def expect(self, *events: str, timeout: float = 20) -> dict[str, Any]:
-        """The first reported event (from now on) whose name is one of `events`."""
+        """The first reported event whose name is one of `events` that no earlier `expect` returned (events
+        of other names stay available: a greeting may arrive before its sender's join event)."""
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
+        while True:
+            for position, item in enumerate(self.events):
+                if position not in self._returned and item["event"] in events:
+                    self._returned.add(position)
+                    return item
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
                 item = self._lines.get(timeout=left)
             except queue.Empty:
@@ -137,8 +146,6 @@ class Participant:
             if item is None:
                 raise AssertionError(f"participant exited before {events}; saw {self.events}")
             self.events.append(item)
-            if item["event"] in events:
-                return item
         raise AssertionError(f"participant reported none of {events} within {timeout} s; saw {self.events}")
 
     def command(self, line: str) -> None:

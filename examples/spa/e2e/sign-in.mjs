@@ -54,7 +54,8 @@ try {
         if (document.querySelector("#error")?.textContent) return true;
         const text = (name) => document.querySelector(`${selector} [data-field="${name}"]`)?.textContent ?? "";
         const state = text("connection");
-        const settled = state === "connected" && text("microphone") && (!agent || text("messages"));
+        const agentThere = text("messages") && text("participants").includes(", agent)");
+        const settled = state === "connected" && text("microphone") && (!agent || agentThere);
         return state.startsWith("failed") || state === "disconnected" || settled;
       },
       [panel, expectAgent],

@@ -46,7 +46,7 @@ function show(panel: HTMLElement, started: Started): RoomView {
       field("connection").textContent = state;
     },
     participants: (names) => {
-      field("participants").textContent = names.join(", ");
+      field("participants").textContent = names.join("; ");
     },
     microphone: (state) => {
       field("microphone").textContent = state;
