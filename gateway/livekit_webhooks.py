@@ -7,7 +7,7 @@ LiveKit sends `Authorization: <JWT>` (no "Bearer"), HS256 with the secret of its
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.json_format import ParseError
@@ -21,6 +21,7 @@ from gateway.schemas import forbidden_character, storable_text
 
 _MAX_EVENT_ID = 64  # session_events.id
 _MAX_NAME = 255  # room names and identities as stored
+_LAST_MICROSECOND = timedelta(microseconds=999_999)
 _MAX_TIMESTAMP = 2**33  # seconds (year 2242): anything later is not a LiveKit clock
 
 
@@ -90,8 +91,11 @@ def lifecycle_event(event: WebhookEvent, body: bytes, received_at: datetime) -> 
 
 
 def _occurred_at(event: WebhookEvent, received_at: datetime) -> datetime:
-    """When it happened, as precisely as LiveKit says: a join's or a room's own millisecond time, else the
-    event's whole second (whether activity came after a session's end is decided on this)."""
+    """When it happened, as precisely as LiveKit says: a join's or a room's own millisecond time; for other
+    events, their whole second refined by when lkps received them (LiveKit sends at once), kept inside that
+    second so that events of both kinds order correctly (a departure or the end in the same second as a
+    join); without a usable time, the receipt time. Whether activity came after a session's end is decided
+    on this."""
     precise_ms = 0
     if event.event == PARTICIPANT_JOINED:
         precise_ms = event.participant.joined_at_ms
@@ -99,9 +103,10 @@ def _occurred_at(event: WebhookEvent, received_at: datetime) -> datetime:
         precise_ms = event.room.creation_time_ms
     if 0 < precise_ms < _MAX_TIMESTAMP * 1000:
         return datetime.fromtimestamp(precise_ms / 1000, UTC)
-    if 0 < event.created_at < _MAX_TIMESTAMP:
-        return datetime.fromtimestamp(event.created_at, UTC)
-    return received_at
+    if not 0 < event.created_at < _MAX_TIMESTAMP:
+        return received_at
+    second = datetime.fromtimestamp(event.created_at, UTC)
+    return min(max(received_at, second), second + _LAST_MICROSECOND)
 
 
 def _event_id(event_id: str, body: bytes) -> str:

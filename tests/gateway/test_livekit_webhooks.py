@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gateway.livekit_webhooks import lifecycle_event
 from tests.support.livekit_webhooks import event
@@ -31,14 +31,25 @@ def test_a_room_started_at_its_millisecond_creation_time() -> None:
     assert kept.occurred_at == datetime.fromtimestamp(PRECISE_MS / 1000, UTC)
 
 
-def test_other_events_take_their_whole_second_and_none_the_receipt_time() -> None:
-    """A departure has no finer time than the event's second; an event without a usable time is dated
-    when lkps received it."""
+def test_other_events_take_their_second_refined_by_the_receipt_within_it() -> None:
+    """A departure has no finer time than the event's second: the receipt time refines it while it falls
+    inside that second, and is clamped to the second's bounds when it does not (delivery delay, skew)."""
     left = event("participant_left", "room-1", created_at=SECOND, identity="ada")
     left.participant.joined_at_ms = PRECISE_MS  # when it joined, not when it left
-    kept = lifecycle_event(left, left.SerializeToString(), RECEIVED)
-    assert kept is not None
-    assert kept.occurred_at == datetime.fromtimestamp(SECOND, UTC)
+    base = datetime.fromtimestamp(SECOND, UTC)
+    within = base.replace(microsecond=250_000)
+    for received, expected in [
+        (within, within),
+        (base + timedelta(seconds=5), base.replace(microsecond=999_999)),
+        (base - timedelta(seconds=5), base),
+    ]:
+        kept = lifecycle_event(left, left.SerializeToString(), received)
+        assert kept is not None
+        assert kept.occurred_at == expected
+
+
+def test_an_event_without_a_usable_time_is_dated_at_its_receipt() -> None:
+    """createdAt missing (0) or absurd: the time lkps received it."""
     undated = event("room_finished", "room-1", created_at=0)
     kept = lifecycle_event(undated, undated.SerializeToString(), RECEIVED)
     assert kept is not None

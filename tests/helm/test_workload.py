@@ -275,7 +275,7 @@ def test_a_public_path_that_would_route_the_admin_api_fails_the_render(chart: he
 
 def test_the_admin_ingress_is_opt_in_and_routes_only_the_admin_api(rendered: Rendered) -> None:
     """adminIngress adds a second Ingress, on its own class and host, for /api/admin alone."""
-    assert [i["metadata"]["name"] for i in of_kind(rendered("ci/ingress"), "Ingress")] == [
+    assert sorted(i["metadata"]["name"] for i in of_kind(rendered("ci/ingress"), "Ingress")) == [
         RELEASE,
         f"{RELEASE}-worker",
     ]
