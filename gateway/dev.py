@@ -35,9 +35,9 @@ DEMO_AGENT_REGISTRATION_DAYS = 30
 SPA_EXAMPLE_ORIGINS = ("http://127.0.0.1:5173", "http://localhost:5173")
 DEFAULT_LIVEKIT_PORT = 7880  # LiveKit's own default; media on the next two ports
 NO_LIVEKIT = (
-    "lkps dev: no LiveKit server binary found, so none is started: sessions and tokens work, but nothing can "
-    "join their rooms and ending a session answers 502. Get one with scripts/livekit-server (builds it once "
-    "with Go), or set LKPS_LIVEKIT_SERVER_BIN."
+    "lkps dev: {why}, so no LiveKit server is started: sessions and tokens work, but nothing can join their "
+    "rooms and ending a session answers 502. Get one with scripts/livekit-server (builds it once with Go), or "
+    "set LKPS_LIVEKIT_SERVER_BIN."
 )
 
 
@@ -223,13 +223,19 @@ def start_livekit(
     binary = find_binary(environ)
     if binary is None:
         configured = environ.get("LKPS_LIVEKIT_SERVER_BIN")
-        why = f"LKPS_LIVEKIT_SERVER_BIN={configured} is not an executable file" if configured else NO_LIVEKIT
-        print(f"lkps dev: {why}" if configured else why, file=sys.stderr)  # noqa: T201
+        why = (
+            f"LKPS_LIVEKIT_SERVER_BIN={configured} is not an executable file"
+            if configured
+            else "no binary found"
+        )
+        print(NO_LIVEKIT.format(why=why), file=sys.stderr)  # noqa: T201 - dev mode's one line for a missing piece
         return None
     try:
         return LiveKitProcess(binary, config, state_dir).start()
     except LiveKitNotReady as error:
-        raise CommandError(ExitCode.LIVEKIT, f"lkps dev: {error}") from None
+        raise CommandError(
+            ExitCode.LIVEKIT, f"{error} (another LiveKit on its ports? try --livekit-port)"
+        ) from None
 
 
 def start_demo_agent(state_dir: Path, base_url: str) -> DemoAgent | None:

@@ -14,6 +14,7 @@ import requests
 import yaml
 
 from authz.dev_issuer import DEMO_OPERATOR
+from gateway.dev import start_livekit
 from gateway.dev_livekit import LIVEKIT_SERVER_VERSION, LiveKitConfig, LiveKitProcess, find_binary
 from tests.support.dev_service import DevService, clean_environment, free_port, free_port_run, wait_for
 from tests.support.livekit_server import Participant, require_livekit
@@ -169,3 +170,19 @@ def test_dev_mode_without_a_binary_says_so_in_one_line_and_carries_on(tmp_path: 
     assert "LKPS_LIVEKIT_SERVER_BIN" in notices[0]
     assert "Traceback" not in output
     assert "LiveKit server: not running" in output
+
+
+def test_a_misconfigured_binary_is_named_in_the_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LKPS_LIVEKIT_SERVER_BIN naming something that cannot run: dev mode starts no LiveKit and its one line
+    names the variable and its value, what still works and how to get a server."""
+    config = LiveKitConfig(port=free_port_run(3), api_key="k", api_secret="x" * 40)
+    environ = {"LKPS_LIVEKIT_SERVER_BIN": str(tmp_path / "missing"), "PATH": "/nonexistent"}
+    assert start_livekit(config, tmp_path, environ) is None
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        f"lkps dev: LKPS_LIVEKIT_SERVER_BIN={tmp_path / 'missing'} is not an executable file"
+    )
+    assert "sessions and tokens work" in line
+    assert "scripts/livekit-server" in line
