@@ -243,7 +243,7 @@ def start_demo_agent(state_dir: Path, base_url: str) -> DemoAgent | None:
     if not agents_installed():
         print(NO_AGENTS_PACKAGE, file=sys.stderr)  # noqa: T201
         return None
-    return DemoAgent(lkps_script(), state_dir, base_url).start()
+    return DemoAgent(state_dir, base_url).start()
 
 
 def lkps_script() -> str:

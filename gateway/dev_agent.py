@@ -15,9 +15,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import IO
+
+from gateway.dev_livekit import answers
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0
@@ -34,9 +35,11 @@ def agents_installed() -> bool:
 class DemoAgent:
     """`lkps agent run --dev` of the demo agent, started in the background once lkps is ready."""
 
-    def __init__(self, lkps_script: str, state_dir: Path, base_url: str) -> None:
+    def __init__(self, state_dir: Path, base_url: str) -> None:
         self.command = [
-            *lkps_script.split(),
+            sys.executable,  # this interpreter's `lkps`, whatever the path of its script
+            "-m",
+            "gateway.cli",
             "agent",
             "run",
             "--dev",
@@ -64,12 +67,9 @@ class DemoAgent:
     def _run(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while not self._stopping.is_set() and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self._ready_url, timeout=1) as response:  # noqa: S310 - loopback
-                    if response.status == 200:
-                        break
-            except OSError:
-                self._stopping.wait(0.2)
+            if answers(self._ready_url):
+                break
+            self._stopping.wait(0.2)
         if self._stopping.is_set():
             return
         self._log = self.log_path.open("ab")

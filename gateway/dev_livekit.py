@@ -26,6 +26,15 @@ READY_TIMEOUT_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
+def answers(url: str) -> bool:
+    """Whether a loopback server answers `url` with 200 (a readiness poll of the dev servers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - lkps dev's own loopback servers
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def cached_binary(environ: Mapping[str, str]) -> Path:
     """Where `scripts/livekit-server` leaves its build ($LKPS_CACHE_DIR, else the user's cache dir)."""
     cache = environ.get("LKPS_CACHE_DIR") or str(
@@ -152,12 +161,9 @@ class LiveKitProcess:
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
                 raise LiveKitNotReady(f"the LiveKit server exited at start; its log: {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.config.api_url, timeout=1) as response:  # noqa: S310
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
+            if answers(self.config.api_url):
+                return
+            time.sleep(0.1)
         raise LiveKitNotReady(
             f"the LiveKit server did not answer within {timeout:.0f} s; its log: {self.log_path}"
         )

@@ -44,6 +44,12 @@ def test_the_configured_binary_wins_then_path_then_the_build_cache(tmp_path: Pat
     assert find_binary({"PATH": "/nonexistent", "XDG_CACHE_HOME": str(tmp_path / "empty")}) is None
 
 
+def test_the_launcher_looks_where_the_build_script_builds() -> None:
+    """scripts/livekit-server builds the same pinned release that `lkps dev` looks for in the cache."""
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "livekit-server").read_text()
+    assert f"VERSION={LIVEKIT_SERVER_VERSION} " in script
+
+
 def test_a_configured_binary_that_cannot_run_is_not_used(tmp_path: Path) -> None:
     """LKPS_LIVEKIT_SERVER_BIN naming a file that is not executable finds nothing, even with one on PATH."""
     (tmp_path / "server").write_text("not a program")

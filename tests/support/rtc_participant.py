@@ -93,8 +93,6 @@ async def run(url: str, token: str) -> None:
             if command in {"leave", ""}:
                 await room.disconnect()
                 break
-            if command.startswith("say "):
-                await local.send_text(command.removeprefix("say "), topic="lk.chat")
         else:
             wait_line.cancel()
     # Give the native library a moment to finish its goodbye before the process ends under it.
