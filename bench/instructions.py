@@ -34,7 +34,7 @@ def measure(args: argparse.Namespace) -> int:
     from bench.harness import DEFAULT_POSTGRES_URL, Deployment  # noqa: PLC0415 - the child needs neither
 
     work = Path(tempfile.mkdtemp(prefix="lkps-instructions-"))
-    extra_env = {"LKPS_RATE_LIMIT_PER_MINUTE": "0"}
+    extra_env = {"LKPS_RATE_LIMIT_PER_MINUTE": "0", "LKPS_USER_RATE_LIMIT_PER_MINUTE": "0"}
     if args.verified_token_cache_size is not None:
         extra_env["LKPS_VERIFIED_TOKEN_CACHE_SIZE"] = str(args.verified_token_cache_size)
     try:
