@@ -17,21 +17,23 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from config import Settings
 from gateway.body_drain import BodyDrainLayer
+from gateway.dispatch import Dispatch, Route
 from gateway.errors import render_error
 from gateway.observability.access import AccessLayer
 from gateway.observability.tracing import build_tracer_provider, tracing_plugin
 from gateway.openapi import documentation_ui
-from gateway.relay.relay import WorkerRelayLayer
+from gateway.relay.relay import AGENT_PATH
 from gateway.routes.admin import ADMIN_ROUTES
 from gateway.routes.agent import register_agent
 from gateway.routes.health import health, live, ready
-from gateway.routes.livekit_token import livekit_token
+from gateway.routes.livekit_token import LIVEKIT_TOKEN, livekit_token
 from gateway.routes.metrics import metrics
-from gateway.routes.session import start_session
+from gateway.routes.session import MAX_BODY_BYTES, SESSION_START, start_session
 from gateway.routes.session_end import end_session
 from gateway.routes.webhook import livekit_webhook
 from gateway.routes.worker_api import worker_twirp
 from gateway.services import Services, build_services
+from gateway.session_http import SessionStartEndpoints
 
 log = structlog.get_logger("lkps.app")
 
@@ -61,6 +63,7 @@ def create_app(
         await services.aclose()
         log.info("stopped")
 
+    cors = cors_config(settings.cors_allowed_origins)
     ui, ui_assets = documentation_ui()
     app = Litestar(
         route_handlers=[
@@ -78,7 +81,7 @@ def create_app(
             metrics,
         ],
         exception_handlers={Exception: render_error},
-        cors_config=cors_config(settings.cors_allowed_origins),
+        cors_config=cors,
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         plugins=[tracing_plugin(tracer_provider)] if tracer_provider is not None else [],
@@ -112,10 +115,13 @@ def create_app(
         debug=False,
     )
     app.state.services = services
-    # Outermost layer, so it sees every response, including 404s and rendered exceptions.
-    app.asgi_handler = AccessLayer(
-        WorkerRelayLayer(BodyDrainLayer(app.asgi_handler), services.relay), services.metrics
-    )
+    routes: dict[Route, Any] = {("websocket", "", AGENT_PATH): services.relay}
+    # With tracing on, session starts go through Litestar, whose OpenTelemetry plugin spans them.
+    if tracer_provider is None:
+        endpoints = SessionStartEndpoints(services, (SESSION_START, LIVEKIT_TOKEN), MAX_BODY_BYTES, cors)
+        routes.update(dict.fromkeys((("http", "POST", path) for path in endpoints.paths), endpoints))
+    # The access layer is outermost, so it sees every response, including 404s and rendered exceptions.
+    app.asgi_handler = AccessLayer(Dispatch(BodyDrainLayer(app.asgi_handler), routes), services.metrics)
     return app
 
 

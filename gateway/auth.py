@@ -13,7 +13,7 @@ from authz.bearer import bearer_token
 from authz.caller import Caller
 from authz.errors import TokenRejected
 from gateway.observability.context import context_of
-from gateway.services import services_of
+from gateway.services import Services, services_of
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -24,27 +24,38 @@ if TYPE_CHECKING:
 
 async def authenticate(connection: Connection) -> Caller:
     """The validated caller of this request (any policy); records who it is for the access log."""
-    services = services_of(connection)
-    ctx = context_of(connection.scope)
+    return await authenticate_scope(services_of(connection), connection.scope)
+
+
+async def authenticate_scope(services: Services, scope: Any) -> Caller:
+    """`authenticate` for a request served outside Litestar's router (see gateway.session_http)."""
+    ctx = context_of(scope)
     try:
-        token = bearer_token(connection.scope["headers"], services.settings.max_token_bytes)
+        token = bearer_token(scope["headers"], services.settings.max_token_bytes)
         caller = await services.validator.validate(token)
     except TokenRejected as exc:
         services.metrics.token_rejections.labels(exc.reason).inc()
         raise
     ctx.caller = caller
-    ctx.fields.update(
-        tid=caller.tenant_id, oid=caller.object_id, azp=caller.client_app_id, caller_kind=caller.kind.value
-    )
+    fields = ctx.fields
+    fields["tid"] = caller.tenant_id
+    fields["oid"] = caller.object_id
+    fields["azp"] = caller.client_app_id
+    fields["caller_kind"] = caller.kind.value
     if caller.token_id:
-        ctx.fields["uti"] = caller.token_id
+        fields["uti"] = caller.token_id
     return caller
 
 
 async def session_caller(connection: Connection) -> Caller:
     """A caller allowed to start sessions (scope or role, client allow-list)."""
-    caller = await authenticate(connection)
-    services_of(connection).policy.check_session_caller(caller)
+    return await session_caller_in(services_of(connection), connection.scope)
+
+
+async def session_caller_in(services: Services, scope: Any) -> Caller:
+    """`session_caller` for a request served outside Litestar's router."""
+    caller = await authenticate_scope(services, scope)
+    services.policy.check_session_caller(caller)
     return caller
 
 
@@ -60,11 +71,6 @@ async def admin_caller(connection: Connection) -> Caller:
     caller = await authenticate(connection)
     services_of(connection).policy.check_admin(caller)
     return caller
-
-
-async def session_guard(connection: Connection, _: BaseRouteHandler) -> None:
-    """Guard form of `session_caller`, for routes off the hot path."""
-    await session_caller(connection)
 
 
 async def admin_guard(connection: Connection, _: BaseRouteHandler) -> None:

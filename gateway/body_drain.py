@@ -34,7 +34,7 @@ class BodyDrainLayer:
         self.max_seconds = max_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or not _has_body(scope):
+        if scope["type"] != ScopeType.HTTP or not has_body(scope):
             await self.app(scope, receive, send)
             return
         done = False
@@ -48,18 +48,29 @@ class BodyDrainLayer:
 
         async def draining_send(message: Message) -> None:
             if message["type"] == "http.response.start" and not done:
-                drained = 0
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.max_seconds):
-                        while not done and drained <= self.max_bytes:
-                            body: bytes = (await tracking_receive()).get("body", b"")  # type: ignore[assignment]
-                            drained += len(body)
+                await drain(tracking_receive, self.max_bytes, self.max_seconds)
             await send(message)
 
         await self.app(scope, tracking_receive, draining_send)
 
 
-def _has_body(scope: Scope) -> bool:
+async def drain(
+    receive: Receive, max_bytes: int = MAX_DRAIN_BYTES, max_seconds: float = MAX_DRAIN_SECONDS
+) -> None:
+    """Read and drop what is left of a request body, up to `max_bytes` and `max_seconds`."""
+    drained = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max_seconds):
+            while drained <= max_bytes:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                drained += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+
+
+def has_body(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-length":
             return value.strip() not in {b"", b"0"}

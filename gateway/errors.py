@@ -63,6 +63,11 @@ def bad_request(message: str, reason: str = "invalid_request") -> ApiError:
     return ApiError(400, "invalid_request", message, reason=reason)
 
 
+def payload_too_large() -> ApiError:
+    code, message = _FRAMEWORK_CODES[413]
+    return ApiError(413, code, message)
+
+
 def database_unavailable(message: str, exc: Exception) -> ApiError:
     return ApiError(
         503,
@@ -137,14 +142,21 @@ def _as_api_error(exc: Exception) -> ApiError:
     return ApiError(500, "internal_error", "The request could not be processed; it has been logged.")
 
 
-def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """Litestar exception handler for everything: known failures keep their code, the rest become 500."""
+def settle_error(exc: Exception, scope: Any) -> ApiError:
+    """The `ApiError` answering `exc` (an unexpected one is logged with its traceback and becomes a 500),
+    recorded as the request's outcome; shared by Litestar's exception handler and the session-start path."""
     error = _as_api_error(exc)
-    ctx = context_of(request.scope)
+    ctx = context_of(scope)
     if error.status >= 500 and not isinstance(exc, ApiError | AuthzError):
         # Unexpected: keep the traceback in the log, never in the response.
         log.error("unhandled_exception", exc_info=exc, request_id=ctx.request_id)
     ctx.outcome = error.code
     ctx.reason = error.reason
-    body = encode_error(error.code, error.message, ctx.request_id)
+    return error
+
+
+def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Litestar exception handler for everything: known failures keep their code, the rest become 500."""
+    error = settle_error(exc, request.scope)
+    body = encode_error(error.code, error.message, context_of(request.scope).request_id)
     return Response(content=body, status_code=error.status, media_type=MediaType.JSON, headers=error.headers)

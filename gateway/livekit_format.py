@@ -10,7 +10,6 @@ a room name must learn that it does not get one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -19,6 +18,7 @@ from authz.entra import clean_display_name
 from config.settings import is_guid
 from gateway.errors import ApiError, bad_request
 from gateway.schemas import agent_app_id, check_json_depth, decode_body, metadata_json
+from gateway.session_start import StartRequest
 
 AGENT_NAME = "room_config.agents[0].agent_name"
 AGENT_METADATA = "room_config.agents[0].metadata"
@@ -80,16 +80,7 @@ class LiveKitTokenResponse(msgspec.Struct):
     room_name: Annotated[str, msgspec.Meta(description="`<user id>-<agent app id>-<unix ms>-<8 hex>`")]
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRequest:
-    """A LiveKit-format request reduced to the session-start inputs it may carry."""
-
-    agent_app_id: str
-    metadata: str  # the dispatch metadata JSON, already within the session-start limits
-    display_name: str | None
-
-
-def parse_token_request(body: bytes) -> TokenRequest:
+def parse_token_request(body: bytes) -> StartRequest:
     """Decode a LiveKit-format body; 400 naming the field for anything lkps does not let a caller choose."""
     request = decode_body(body, LiveKitTokenRequest)  # JSON and types: the same messages as session start
     # decode_body ignores fields the structs do not declare; the plain decode finds them to refuse them.
@@ -102,7 +93,7 @@ def parse_token_request(body: bytes) -> TokenRequest:
         raise bad_request(f'"{AGENT_NAME}" is required')
     if not is_guid(agent.agent_name.lower()):
         raise bad_request(f'"{AGENT_NAME}" must be a UUID: the agent\'s Entra application (client) id')
-    return TokenRequest(
+    return StartRequest(
         agent_app_id=agent_app_id(agent.agent_name),
         metadata=metadata_json(_metadata_object(agent.metadata)),
         display_name=clean_display_name(request.participant_name or "") or None,

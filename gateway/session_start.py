@@ -35,6 +35,15 @@ class ClientAuthorizer(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class StartRequest:
+    """What a session-start body asks for, in either endpoint's format, already checked."""
+
+    agent_app_id: str
+    metadata: str  # the dispatch metadata JSON, already within the session-start limits
+    display_name: str | None = None  # shown in the room; the identity always comes from the token
+
+
+@dataclass(frozen=True, slots=True)
 class StartedSession:
     room_name: str
     participant_token: str

@@ -77,8 +77,12 @@ class AccessLayer:
     def _record(
         self, scope: HTTPScope, method: str, ctx: RequestContext, status: int, elapsed: float
     ) -> None:
-        handler: Any = scope.get("route_handler")
-        route = next(iter(handler.paths)) if handler is not None else "unmatched"  # a template, not the path
+        route = ctx.route
+        if route is None:
+            handler: Any = scope.get("route_handler")
+            route = (
+                next(iter(handler.paths)) if handler is not None else "unmatched"
+            )  # a template, not the path
         outcome = ctx.reason or ctx.outcome
         key = (method, route, status, outcome)
         children = self._children.get(key)

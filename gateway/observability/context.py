@@ -23,6 +23,7 @@ class RequestContext:
     outcome: str = "ok"
     reason: str | None = None
     caller: Caller | None = None
+    route: str | None = None  # the route template, when a request is served outside Litestar's router
     fields: dict[str, Any] = field(default_factory=dict)
 
 

@@ -84,20 +84,6 @@ def livekit_agent_url(server_api_url: str) -> str:
     return websocket_url(server_api_url) + "/agent"
 
 
-class WorkerRelayLayer:
-    """Routes `<prefix>/agent` websockets to the relay, beside the Litestar app (no router or DI per frame)."""
-
-    def __init__(self, app: ASGIApp, relay: WorkerRelay) -> None:
-        self.app = app
-        self.relay = relay
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == AGENT_PATH:
-            await self.relay(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 def relayable(code: int | None) -> int:
     if code is not None and (code in _RELAYABLE_CODES or 3000 <= code <= 4999):
         return code

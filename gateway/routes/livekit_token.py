@@ -1,28 +1,47 @@
 """`POST /api/livekit/token`: session start in LiveKit's standard token endpoint format.
 
 livekit-client's `TokenSource.endpoint(url, {headers: {Authorization: "Bearer <Entra token>"}})` talks to it
-directly. It goes through the very same `SessionStarter.start` as `POST /api/session/start`, so Entra
-validation, authorization, room naming, limits and the audit row cannot differ between the two.
+directly. It goes through the very same `gateway.session_http.serve` and `SessionStarter.start` as
+`POST /api/session/start`, so Entra validation, authorization, room naming, limits and the audit row cannot
+differ between the two.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request, post
 
-from gateway.auth import caller_of, session_guard
 from gateway.livekit_format import LiveKitTokenRequest, LiveKitTokenResponse, parse_token_request
-from gateway.observability.context import context_of
 from gateway.openapi import NOT_CACHED, documented_body, error_responses
 from gateway.routes.session import MAX_BODY_BYTES
 from gateway.services import services_of
+from gateway.session_http import SessionRoute, serve
+
+if TYPE_CHECKING:
+    from config import Settings
+    from gateway.session_start import StartedSession
+
+
+def _respond(started: StartedSession, settings: Settings) -> LiveKitTokenResponse:
+    return LiveKitTokenResponse(
+        server_url=settings.livekit_url,
+        participant_token=started.participant_token,
+        room_name=started.room_name,
+    )
+
+
+LIVEKIT_TOKEN = SessionRoute(
+    "/api/livekit/token",
+    201,  # what LiveKit's documentation of the format specifies
+    parse_token_request,
+    _respond,
+)
 
 
 @post(
-    "/api/livekit/token",
-    status_code=201,  # what LiveKit's documentation of the format specifies
-    guards=[session_guard],
+    LIVEKIT_TOKEN.path,
+    status_code=LIVEKIT_TOKEN.status_code,
     dependencies=documented_body(LiveKitTokenRequest),
     request_max_body_size=MAX_BODY_BYTES,
     **NOT_CACHED,
@@ -36,17 +55,4 @@ from gateway.services import services_of
     "sending them is a 400 that names the field.",
 )
 async def livekit_token(request: Request[Any, Any, Any]) -> LiveKitTokenResponse:
-    services = services_of(request)
-    wanted = parse_token_request(await request.body())
-    started = await services.sessions.start(
-        caller_of(request),
-        wanted.agent_app_id,
-        wanted.metadata,
-        context_of(request.scope),
-        display_name=wanted.display_name,
-    )
-    return LiveKitTokenResponse(
-        server_url=services.settings.livekit_url,
-        participant_token=started.participant_token,
-        room_name=started.room_name,
-    )
+    return await serve(LIVEKIT_TOKEN, services_of(request), request.scope, request.body)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request, post
 
-from gateway.auth import session_caller
-from gateway.observability.context import context_of
 from gateway.openapi import NOT_CACHED, documented_body, error_responses
 from gateway.schemas import (
     SessionStartRequest,
@@ -17,13 +15,37 @@ from gateway.schemas import (
     metadata_json,
 )
 from gateway.services import services_of
+from gateway.session_http import SessionRoute, serve
+from gateway.session_start import StartRequest
+
+if TYPE_CHECKING:
+    from config import Settings
+    from gateway.session_start import StartedSession
 
 MAX_BODY_BYTES = 64 * 1024  # metadata is capped at 10 KB; anything far larger is not a session request
 
 
+def _parse(body: bytes) -> StartRequest:
+    decoded = decode_body(body, SessionStartRequest)
+    return StartRequest(agent_app_id(decoded.agent_entra_app_id), metadata_json(decoded.metadata))
+
+
+def _respond(started: StartedSession, settings: Settings) -> SessionStartResponse:
+    return SessionStartResponse(
+        room_name=started.room_name,
+        livekit_url=settings.livekit_url,
+        participant_token=started.participant_token,
+        participant_identity=started.participant_identity,
+        expires_at=started.expires_at,
+    )
+
+
+SESSION_START = SessionRoute("/api/session/start", 200, _parse, _respond)
+
+
 @post(
-    "/api/session/start",
-    status_code=200,
+    SESSION_START.path,
+    status_code=SESSION_START.status_code,
     dependencies=documented_body(SessionStartRequest),
     request_max_body_size=MAX_BODY_BYTES,
     **NOT_CACHED,
@@ -35,16 +57,4 @@ MAX_BODY_BYTES = 64 * 1024  # metadata is capped at 10 KB; anything far larger i
     "LiveKit token for one fresh room in which the agent is dispatched.",
 )
 async def start_session(request: Request[Any, Any, Any]) -> SessionStartResponse:
-    caller = await session_caller(request)
-    services = services_of(request)
-    body = decode_body(await request.body(), SessionStartRequest)
-    agent = agent_app_id(body.agent_entra_app_id)
-    metadata = metadata_json(body.metadata)
-    started = await services.sessions.start(caller, agent, metadata, context_of(request.scope))
-    return SessionStartResponse(
-        room_name=started.room_name,
-        livekit_url=services.settings.livekit_url,
-        participant_token=started.participant_token,
-        participant_identity=started.participant_identity,
-        expires_at=started.expires_at,
-    )
+    return await serve(SESSION_START, services_of(request), request.scope, request.body)
