@@ -9,7 +9,6 @@ by claim with what `livekit-api` itself produces, so the claim names cannot drif
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,7 @@ class LiveKitMinter:
         claims["nbf"] = now
         claims["exp"] = now + ttl_seconds
         signing_input = _HEADER + b"." + base64.urlsafe_b64encode(_encode(claims)).rstrip(b"=")
-        signature = hmac.new(self._secret, signing_input, hashlib.sha256).digest()
+        signature = hmac.digest(self._secret, signing_input, "sha256")
         token = signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")
         return MintedToken(jwt=token.decode("ascii"), expires_at=claims["exp"])
 
