@@ -90,7 +90,9 @@ class Peer:
         self.log = (work / "peer.log").open("ab")
 
     def _node(self, *command: str) -> None:
-        done = subprocess.run(command, cwd=self.dir, env=self.env, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            command, cwd=self.dir, env=self.env, capture_output=True, text=True, check=False
+        )
         if done.returncode != 0:
             raise SystemExit(f"peer: {' '.join(command)} failed:\n{done.stdout}{done.stderr}")
 
@@ -148,7 +150,7 @@ def print_run(run: dict[str, Any]) -> None:
 
 def summary(runs: list[dict[str, Any]], token_counts: list[int]) -> list[str]:
     def span(values: list[float], fmt: str) -> str:
-        return f"{min(values):{fmt}}–{max(values):{fmt}}" if values else "-"
+        return f"{min(values):{fmt}} to {max(values):{fmt}}" if values else "-"
 
     lines = []
     for tokens in token_counts:
@@ -162,7 +164,11 @@ def summary(runs: list[dict[str, Any]], token_counts: list[int]) -> list[str]:
                 )
         ratios = []
         for lkps in (r for r in runs if r["tokens"] == tokens and r["server"] == "lkps"):
-            peer = [r for r in runs if r["tokens"] == tokens and r["server"] == "peer" and r["round"] == lkps["round"]]
+            peer = [
+                r
+                for r in runs
+                if r["tokens"] == tokens and r["server"] == "peer" and r["round"] == lkps["round"]
+            ]
             if peer and peer[0]["rps"]:
                 ratios.append(lkps["rps"] / peer[0]["rps"])
         if ratios:
@@ -171,7 +177,9 @@ def summary(runs: list[dict[str, Any]], token_counts: list[int]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--peer", type=Path, default=default_peer(), help="the peer-express directory")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--rounds", type=int, default=3)
@@ -194,7 +202,9 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     load_before = os.getloadavg()
     extra_env = {"LKPS_RATE_LIMIT_PER_MINUTE": "0", "LKPS_USER_RATE_LIMIT_PER_MINUTE": "0"}
-    deployment = Deployment.create(work, "postgres", args.postgres_url, synchronous_commit="on", extra_env=extra_env)
+    deployment = Deployment.create(
+        work, "postgres", args.postgres_url, synchronous_commit="on", extra_env=extra_env
+    )
     runs: list[dict[str, Any]] = []
     peer = None
     try:
@@ -205,7 +215,7 @@ def main() -> None:
             scripts[count] = work / f"wrk-{count}.lua"
             scripts[count].write_text(LUA % {"tokens": tokens, "agent": deployment.agent})
         peer = Peer(args.peer, work, deployment, args.postgres_url) if peer_present else None
-        with deployment.server() as lkps, (peer.server() if peer else _nothing()) as node:
+        with deployment.server() as lkps, peer.server() if peer else _nothing() as node:
             for round_number in range(1, args.rounds + 1):
                 for count in token_counts:
                     servers: list[tuple[str, int, Callable[[], float], str]] = [
@@ -213,7 +223,9 @@ def main() -> None:
                     ]
                     if peer is not None and node is not None:
                         pid = node.pid
-                        servers.append(("peer", peer.port, lambda pid=pid: cpu_seconds(pid), peer.database_url))
+                        servers.append(
+                            ("peer", peer.port, lambda pid=pid: cpu_seconds(pid), peer.database_url)
+                        )
                     for name, port, cpu, database_url in servers:
                         run = measured_run(name, port, scripts[count], args, cpu, database_url)
                         run |= {"round": round_number, "tokens": count}
@@ -228,15 +240,18 @@ def main() -> None:
     instructions = None
     if args.instructions and shutil.which("valgrind"):
         requests = args.instructions - args.instructions % CONCURRENCY
-        instructions = measure(
-            argparse.Namespace(
-                db="postgres",
-                postgres_url=args.postgres_url,
-                requests=requests,
-                path="/api/session/start",
-                verified_token_cache_size=None,
+        instructions = (
+            measure(
+                argparse.Namespace(
+                    db="postgres",
+                    postgres_url=args.postgres_url,
+                    requests=requests,
+                    path="/api/session/start",
+                    verified_token_cache_size=None,
+                )
             )
-        ) / requests
+            / requests
+        )
     print(f"\nstarted {started}; load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     for line in summary(runs, token_counts):
         print(line)
