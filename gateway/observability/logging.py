@@ -152,7 +152,6 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
     masked wherever they appear (see `logged_secrets`)."""
     redactor = Redactor(secrets)
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,

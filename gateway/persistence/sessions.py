@@ -129,8 +129,9 @@ class SessionWriter:
         self._pending.append((row, future))
         self._arrived.set()
         self._flush()
-        # Shielded: a client that disconnects must not cancel the batch other requests are waiting on.
-        await asyncio.shield(future)
+        # Not shielded: a request cancelled meanwhile (its client left) cancels only its own future, which
+        # `_settle` then skips; the batch, run by the lane's task, commits for the others all the same.
+        await future
 
     async def aclose(self) -> None:
         """Commit what is queued, then stop accepting rows."""
