@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -71,10 +72,12 @@ async def running_gateway(
     authorizer: Any = None,
     rooms: Any = None,
     before_start: Callable[[FakeEntra], None] | None = None,
+    tracer_provider: TracerProvider | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Gateway]:
     """Build and start a gateway; `before_start` may set up the fake tenant (e.g. make JWKS fail);
-    `authorizer` and `rooms` replace the Graph pre-authorizer and LiveKit's RoomService client."""
+    `authorizer` and `rooms` replace the Graph pre-authorizer and LiveKit's RoomService client;
+    `tracer_provider` turns tracing on."""
     clock = FakeClock(time.time())  # real "now": minted LiveKit tokens are checked by real verifiers
     entra = FakeEntra(clock=clock)
     if before_start is not None:
@@ -87,7 +90,7 @@ async def running_gateway(
         **overrides,
     )
     services = build_services(settings, clock=clock, http=entra.client(), authorizer=authorizer, rooms=rooms)
-    app = create_app(settings, services)
+    app = create_app(settings, services, tracer_provider)
     db = create_engine(database_url, pool_size=2)
     async with AsyncTestClient(app) as client:
         yield Gateway(client, app, entra, clock, services, settings, db)

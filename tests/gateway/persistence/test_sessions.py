@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.observability.metrics import Metrics
 from gateway.persistence.db import create_engine
-from gateway.persistence.sessions import SessionRecord, SessionWriter
+from gateway.persistence.sessions import LANE_LINGER_SECONDS, SessionRecord, SessionWriter
 from gateway.persistence.tables import sessions
 from tests.support.db import unreachable
 
@@ -118,6 +118,39 @@ async def test_a_busy_writer_keeps_its_connections_and_an_idle_one_holds_none(en
     async with asyncio.timeout(5):
         while engine.pool.checkedout():  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool has no awaitable signal
             await asyncio.sleep(0.01)
+    await writer.aclose()
+
+
+async def test_a_lane_keeps_its_connection_across_a_short_pause(engine: AsyncEngine) -> None:
+    """Rows arriving a moment after the queue ran empty (the next requests of the clients a commit just
+    answered) are committed on the connection the lane still holds, not on a fresh checkout."""
+    checkouts = 0
+
+    def count_checkout(*_: object) -> None:
+        nonlocal checkouts
+        checkouts += 1
+
+    event.listen(engine.sync_engine, "checkout", count_checkout)
+    writer = SessionWriter(engine, Metrics(), max_inflight=1)
+    await asyncio.gather(*(writer.record(_record()) for _ in range(10)))
+    await asyncio.sleep(LANE_LINGER_SECONDS / 10)
+    await asyncio.gather(*(writer.record(_record()) for _ in range(10)))
+    if engine.dialect.name == "postgresql":
+        assert checkouts == 1
+    assert await _count(engine) == 20
+    await writer.aclose()
+
+
+async def test_a_cancelled_request_leaves_its_batch_to_commit(engine: AsyncEngine) -> None:
+    """A request cancelled while its batch commits (its client left) does not fail its neighbours."""
+    writer = SessionWriter(engine, Metrics())
+    tasks = [asyncio.ensure_future(writer.record(_record())) for _ in range(10)]
+    await asyncio.sleep(0)  # every row is queued
+    tasks[3].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 3] == [None] * 9
+    assert await _count(engine) >= 9
     await writer.aclose()
 
 
