@@ -15,7 +15,7 @@ class _App:
     def __init__(self) -> None:
         self.paths: list[str] = []
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ARG002 - ASGI signature
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.paths.append(scope.get("path", scope["type"]))
 
 
