@@ -118,6 +118,7 @@ class SessionWriter:
         self._max_inflight = max_inflight if self._postgres else 1
         self._pending: list[_Pending] = []
         self._arrived = asyncio.Event()  # set by every row, so a lingering lane takes it
+        self._lingering = 0  # lanes waiting for rows with their connection
         self._lanes: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -140,9 +141,9 @@ class SessionWriter:
             await asyncio.gather(*self._lanes, return_exceptions=True)
 
     def _flush(self) -> None:
-        # A busy lane takes the waiting rows itself when its batch is committed; a new lane starts only
-        # while fewer than `max_inflight` are running.
-        while self._pending and len(self._lanes) < self._max_inflight:
+        # A busy lane takes the waiting rows itself when its batch is committed, and a lingering one as soon
+        # as they arrive; a new lane starts only while none lingers and fewer than `max_inflight` run.
+        while self._pending and not self._lingering and len(self._lanes) < self._max_inflight:
             task = asyncio.get_running_loop().create_task(self._drain())
             self._lanes.add(task)
             task.add_done_callback(self._lane_done)
@@ -165,13 +166,20 @@ class SessionWriter:
         """Whether rows arrive within LANE_LINGER_SECONDS. Under load the requests a commit answered send
         their next rows within a millisecond or two, and a lane that kept its connection for them saves a
         pool check-in and checkout; an idle writer still gives every connection back within the linger."""
-        if self._closing:
-            return False
-        self._arrived.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(LANE_LINGER_SECONDS):
-                await self._arrived.wait()
-        return bool(self._pending)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LANE_LINGER_SECONDS
+        self._lingering += 1
+        try:
+            while not self._pending:  # another lingering lane may take the rows that woke this one
+                if self._closing or loop.time() >= deadline:
+                    return False
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._arrived.wait()
+        finally:
+            self._lingering -= 1
+        return True
 
     async def _commit_batch(self, batch: list[_Pending], lane: _Lane) -> None:
         started = time.perf_counter()
