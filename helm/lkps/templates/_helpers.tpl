@@ -170,7 +170,7 @@ Ingress that shares a public host on the same controller.
 {{- fail (printf "ingress.hosts[%s].paths: %q would publish the readiness checks (/api/health, /api/health/ready) on the public Ingress; list /api/health/live (pathType Exact) instead" $rule.host $path) }}
 {{- end }}
 {{- if or (hasPrefix $path "/api/admin") (hasPrefix "/api/admin" $path) (regexMatch "[][*()|^$+?\\\\]" $path) }}
-{{- fail (printf "ingress.hosts[%s].paths: %q would publish the admin API (/api/admin) on the public Ingress; list the public prefixes (/api/session, /api/livekit, /api/agent, /api/health) and use adminIngress for the admin API" $rule.host $path) }}
+{{- fail (printf "ingress.hosts[%s].paths: %q would publish the admin API (/api/admin) on the public Ingress; list the public prefixes (/api/session, /api/livekit, /api/agent, /api/health/live) and use adminIngress for the admin API" $rule.host $path) }}
 {{- end }}
 {{- if and $.Values.adminIngress.enabled (eq $rule.host $.Values.adminIngress.host) (eq $.Values.ingress.className $.Values.adminIngress.className) }}
 {{- fail (printf "adminIngress.host %q is a public host on the same ingress class: give the admin API an internal class or host" $rule.host) }}
