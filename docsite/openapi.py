@@ -13,6 +13,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = ROOT / "docs" / "reference" / "openapi.json"
 METHODS = ("get", "post", "put", "patch", "delete")
+# The page's sections, in the order most readers look for them; a tag not listed follows these.
+TAG_TITLES = {
+    "sessions": "Sessions",
+    "agents": "Agents",
+    "livekit": "LiveKit",
+    "admin": "Admin",
+    "health": "Health",
+}
+TAG_ORDER = tuple(TAG_TITLES)
 # Placeholders only: the document depends on the routes, never on the deployment's settings.
 _GUID = "00000000-0000-4000-8000-000000000000"
 
@@ -124,7 +133,7 @@ def _schema(name: str, schema: dict[str, Any]) -> list[str]:
 
 
 def render(document: dict[str, Any]) -> str:
-    """Every operation (grouped by tag, in the document's order) and every named schema."""
+    """Every operation, grouped by tag (sessions first), and every named schema."""
     lines: list[str] = []
     by_tag: dict[str, list[str]] = {}
     for path, item in document.get("paths", {}).items():
@@ -132,8 +141,9 @@ def render(document: dict[str, Any]) -> str:
             if method in item:
                 tag = (item[method].get("tags") or ["other"])[0]
                 by_tag.setdefault(tag, []).extend(_operation(method, path, item[method]))
-    for tag, operation_lines in by_tag.items():
-        lines += [f"## {tag.capitalize()}", "", *operation_lines]
+    ranked = sorted(by_tag, key=lambda tag: TAG_ORDER.index(tag) if tag in TAG_ORDER else len(TAG_ORDER))
+    for tag in ranked:
+        lines += [f"## {TAG_TITLES.get(tag, tag.capitalize())}", "", *by_tag[tag]]
     lines += ["## Schemas", ""]
     for name, schema in sorted(document.get("components", {}).get("schemas", {}).items()):
         lines += _schema(name, schema)
