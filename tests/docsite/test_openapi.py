@@ -3,17 +3,33 @@ the page."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from docsite import openapi
 from docsite.hooks import expand
+from tests.gateway.conftest import Gateway, running_gateway
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def gateway(database_url: str) -> AsyncIterator[Gateway]:
+    async for running in running_gateway(database_url):
+        yield running
 
 
 def test_the_committed_document_is_the_served_one() -> None:
     """docs/reference/openapi.json equals the app's document (run `scripts/docs openapi` after a route change)."""
     assert openapi.committed() == openapi.served_document(), "run scripts/docs openapi"
+
+
+@pytest.mark.anyio
+async def test_the_document_is_the_one_a_running_app_serves(gateway: Gateway) -> None:
+    """The document built for the docs equals what a configured, running app answers at /schema/openapi.json."""
+    served = (await gateway.client.get("/schema/openapi.json")).json()
+    assert served == openapi.served_document()
 
 
 def test_every_operation_and_schema_is_rendered() -> None:
