@@ -4,6 +4,7 @@ settings module, and describe the product, not how it was built."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,10 @@ DOCS = ROOT / "docs"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6} (.+)$", re.MULTILINE)
 # Wording about how the product was made, never what it is.
+# A repository path a page names in backticks, e.g. `tests/relay/test_relay_protocol.py`.
+REPOSITORY_PATH = re.compile(
+    r"`((?:bench|authz|client|config|docs|docsite|examples|gateway|helm|scripts|tests)/[^`\s{}<>*]*)`"
+)
 NOT_PRODUCT = re.compile(
     r"previous session|this session's run|the helper|we found|were measured here", re.IGNORECASE
 )
@@ -99,6 +104,22 @@ def test_every_setting_read_outside_the_settings_module_is_documented() -> None:
     text = "\n".join(page.read_text(encoding="utf-8") for page in DOCS.rglob("*.md"))
     assert {name for name in others if f"`{name}`" not in text} == set()
     assert all(NAME.fullmatch(name) for name in others)
+
+
+def test_every_repository_path_a_page_names_exists() -> None:
+    """A file or directory named in backticks (a test, a bench, a module) is in the repository, or is one of
+    its ignored outputs (a screenshot a test writes)."""
+    named = {
+        match.split("::")[0].rstrip("/")
+        for page in pages()
+        for match in REPOSITORY_PATH.findall(page.read_text(encoding="utf-8"))
+    }
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *missing], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert len(named) > 40  # the scan itself finds the paths
+    assert sorted(set(missing) - set(ignored)) == []
 
 
 def test_pages_describe_the_product() -> None:
