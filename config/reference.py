@@ -1,7 +1,7 @@
 """The settings reference: what each `LKPS_*` variable means, beside the code that reads it.
 
-The documentation site renders this table (`docs/operators/settings.md`); defaults and ranges of numbers
-and booleans are read from the calls in `config/settings.py` themselves, so they cannot drift. A variable
+The documentation site renders this table (`docs/operators/settings.md`); defaults, ranges and `_FILE`
+support are read from the parser's own code in `config/settings.py`, so they cannot drift. A variable
 the parser reads without a row here, or a row for a variable it no longer reads, fails
 `tests/config/test_reference.py`.
 """
@@ -58,7 +58,6 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
             Setting(
                 "LKPS_ENTRA_AUTHORITY",
                 "authority host (national clouds); https only",
-                "`https://login.microsoftonline.com`",
             ),
             Setting("LKPS_ENTRA_CA_BUNDLE", "PEM file trusted for the authority and Graph", "system trust"),
             Setting("LKPS_ENTRA_ALLOW_V1", "also accept v1.0 tokens"),
@@ -88,7 +87,6 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "ordered claims for the user id in room names and identities: the first whose value is "
                 "already 1-64 characters of `[A-Za-z0-9._-]` (a value that would need cleaning is skipped, "
                 "never cleaned; `oid` is always the last resort)",
-                "`cwid,oid`",
             ),
         ),
     ),
@@ -217,7 +215,6 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
             Setting(
                 "LKPS_DATABASE_URL",
                 "`postgresql+asyncpg://...` in production",
-                "`sqlite+aiosqlite:///./lkps.db`",
             ),
             Setting("LKPS_DATABASE_POOL_SIZE", "fixed connection pool per process (no overflow)"),
             Setting(
@@ -251,11 +248,10 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "workload identity: the projected token file, read afresh for every token",
                 NONE,
             ),
-            Setting("LKPS_GRAPH_URL", "Graph base URL", "`https://graph.microsoft.com`"),
+            Setting("LKPS_GRAPH_URL", "Graph base URL"),
             Setting(
                 "LKPS_GRAPH_SCOPE_VALUE",
                 "the delegated scope agents expose for client authorization",
-                "`access_as_client`",
             ),
             Setting(
                 "LKPS_GRAPH_CACHE_TTL_SECONDS",
@@ -271,18 +267,16 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
     (
         "Logs, traces and labels",
         (
-            Setting("LKPS_LOG_LEVEL", "`debug`, `info`, `warning` or `error`", "`info`"),
-            Setting("LKPS_LOG_FORMAT", "`json` or `console`; structured logs on stdout", "`json`"),
-            Setting(
-                "LKPS_ENVIRONMENT", "label in health answers, logs and traces (e.g. `prod-eu`)", "`default`"
-            ),
+            Setting("LKPS_LOG_LEVEL", "`debug`, `info`, `warning` or `error`"),
+            Setting("LKPS_LOG_FORMAT", "`json` or `console`; structured logs on stdout"),
+            Setting("LKPS_ENVIRONMENT", "label in health answers, logs and traces (e.g. `prod-eu`)"),
             Setting(
                 "LKPS_OTEL_EXPORTER_OTLP_ENDPOINT",
                 "OTLP/HTTP collector for traces; an incoming `traceparent` is continued; no headers are "
                 "recorded",
                 "none (tracing off)",
             ),
-            Setting("LKPS_OTEL_SERVICE_NAME", "service name on the traces", "`lkps`"),
+            Setting("LKPS_OTEL_SERVICE_NAME", "service name on the traces"),
         ),
     ),
 )
@@ -314,6 +308,8 @@ def _value(node: ast.expr) -> Any:
         return node.value
     if isinstance(node, ast.Name):
         return getattr(settings_module, node.id)
+    if isinstance(node, ast.Tuple):
+        return tuple(_value(element) for element in node.elts)
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
         return _OPERATORS[type(node.op)](_value(node.left), _value(node.right))
     raise ValueError(f"line {node.lineno}: {ast.unparse(node)} is not a literal")
@@ -325,30 +321,84 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def _setting(node: ast.expr, local: dict[str, str]) -> str | None:
+    """The variable a parser call reads: a literal name, or a local variable holding one."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and NAME.fullmatch(node.value):
+        return node.value
+    if isinstance(node, ast.Name):
+        return local.get(node.id)
+    return None
+
+
+def _text(node: ast.expr) -> str | None:
+    """A text default as written: a string literal or a module constant holding one."""
+    try:
+        value = _value(node)
+    except (ValueError, AttributeError):
+        return None
+    return f"`{value}`" if isinstance(value, str) else None
+
+
+def _from_call(call: ast.Call, local: dict[str, str]) -> tuple[str, Parsed] | None:
+    """The variable a parser call reads and what the call says about it; None for other calls."""
+    if not (isinstance(call.func, ast.Attribute) and call.args):
+        return None
+    name = _setting(call.args[0], local)
+    return None if name is None else (name, _parsed(call.func.attr, call))
+
+
+def _parsed(method: str, call: ast.Call) -> Parsed:
+    rest = call.args[1:]
+    keywords = {keyword.arg: keyword.value for keyword in call.keywords}
+    if method == "number":
+        default, low, high = (_value(call.args[index]) for index in (1, 3, 4))
+        return Parsed(_number(default), f"{_number(low)} to {_number(high)}")
+    if method == "boolean":
+        return Parsed(f"`{str(_value(keywords['default'])).lower()}`")
+    if method == "words" and rest and (words := _value(rest[0])):
+        return Parsed(f"`{','.join(words)}`")
+    if method == "https_url" and rest:
+        return Parsed(_text(rest[0]))
+    secret = method == "required" and "secret" in keywords and _value(keywords["secret"]) is True
+    return Parsed(secret_file=method == "secret" or secret)
+
+
+def _merge(old: Parsed | None, new: Parsed) -> Parsed:
+    if old is None:
+        return new
+    return Parsed(old.default or new.default, old.range or new.range, old.secret_file or new.secret_file)
+
+
 def read_calls(source: str) -> dict[str, Parsed]:
-    """Defaults, ranges and `_FILE` support, from the parser's `number`, `boolean` and `secret` calls."""
+    """Defaults, ranges and `_FILE` support, from the parser's calls: `number`, `boolean`, `words`,
+    `https_url` and `secret`, and `<read> or <default>` expressions."""
     found: dict[str, Parsed] = {}
-    for node in ast.walk(ast.parse(source)):
-        if not (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-            and node.args[0].value.startswith(PREFIX)
-        ):
+    for function in ast.walk(ast.parse(source)):
+        if not isinstance(function, ast.FunctionDef):
             continue
-        name, method = node.args[0].value, node.func.attr
-        keywords = {keyword.arg: keyword.value for keyword in node.keywords}
-        if method == "number":
-            default, low, high = (_value(node.args[index]) for index in (1, 3, 4))
-            found[name] = Parsed(_number(default), f"{_number(low)} to {_number(high)}")
-        elif method == "boolean":
-            found[name] = Parsed(f"`{str(_value(keywords['default'])).lower()}`")
-        elif method == "secret" or (
-            method == "required" and "secret" in keywords and _value(keywords["secret"]) is True
-        ):
-            found[name] = Parsed(secret_file=True)
+        local = {
+            node.targets[0].id: node.value.value
+            for node in ast.walk(function)
+            if isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+            and NAME.fullmatch(node.value.value)
+        }
+        for node in ast.walk(function):
+            read: tuple[str, Parsed] | None = None
+            if isinstance(node, ast.Call):
+                read = _from_call(node, local)
+            elif (
+                isinstance(node, ast.BoolOp)
+                and isinstance(node.op, ast.Or)
+                and isinstance(node.values[0], ast.Call)
+                and (first := _from_call(node.values[0], local)) is not None
+            ):
+                read = first[0], Parsed(_text(node.values[-1]))
+            if read is not None:
+                found[read[0]] = _merge(found.get(read[0]), read[1])
     return found
 
 

@@ -17,6 +17,10 @@ ADDED = """
 class _Parser:
     def parse(self):
         return self.number("LKPS_NEW_LIMIT", 2 * 30, int, 1, MAX_RETENTION_DAYS)
+
+    def mode(self):
+        name = "LKPS_NEW_MODE"
+        return (self.raw(name) or "fast").lower(), self.words("LKPS_NEW_LIST", ("a", "b"))
 """
 
 
@@ -29,14 +33,17 @@ def test_every_variable_the_parser_reads_has_a_row() -> None:
 
 
 def test_a_new_setting_is_found_with_its_default_and_range() -> None:
-    """A variable added to the parser is read from its call: name, default, range, module constants."""
-    assert read_names(ADDED) == {"LKPS_NEW_LIMIT"}
-    parsed = read_calls(ADDED)["LKPS_NEW_LIMIT"]
-    assert (parsed.default, parsed.range) == ("60", "1 to 3650")
+    """A variable added to the parser is read from its call: name, default, range, module constants, a
+    name held in a local variable, an `or` default, a list default."""
+    assert read_names(ADDED) == {"LKPS_NEW_LIMIT", "LKPS_NEW_MODE", "LKPS_NEW_LIST"}
+    calls = read_calls(ADDED)
+    assert (calls["LKPS_NEW_LIMIT"].default, calls["LKPS_NEW_LIMIT"].range) == ("60", "1 to 3650")
+    assert calls["LKPS_NEW_MODE"].default == "`fast`"  # through a local variable and `or`
+    assert calls["LKPS_NEW_LIST"].default == "`a,b`"
 
 
-def test_numbers_and_booleans_take_their_default_from_the_code() -> None:
-    """A row never restates a default the parser's own call defines (it would drift)."""
+def test_defaults_the_code_defines_are_not_restated() -> None:
+    """A row never restates a default the parser's own call or `or` expression defines (it would drift)."""
     calls = read_calls(SOURCE)
     restated = {
         name
@@ -65,3 +72,4 @@ def test_the_page_lists_every_setting_once_with_the_code_defaults() -> None:
     assert "| `LKPS_DATABASE_POOL_SIZE` | 10 | 1 to 200 |" in page
     assert "| `LKPS_LIVEKIT_API_SECRET` (or `LKPS_LIVEKIT_API_SECRET_FILE`) | required |" in page
     assert "| `LKPS_ENTRA_ALLOW_V1` | `false` |" in page
+    assert "| `LKPS_DATABASE_URL` (or `LKPS_DATABASE_URL_FILE`) | `sqlite+aiosqlite:///./lkps.db` |" in page
