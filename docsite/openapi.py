@@ -89,12 +89,23 @@ def _limits(schema: dict[str, Any]) -> str:
     return "; ".join(words)
 
 
-def _operation(method: str, path: str, operation: dict[str, Any]) -> list[str]:
+def _authorization(requirements: list[dict[str, Any]], schemes: dict[str, Any]) -> str:
+    """What `Authorization` an operation needs, from its security requirements (or the document's)."""
+    names = [name for requirement in requirements for name in requirement]
+    if not names:
+        return "Authorization: none."
+    return "Authorization: " + "; or ".join(
+        _cell(schemes.get(name, {}).get("description", name)) for name in names
+    )
+
+
+def _operation(method: str, path: str, operation: dict[str, Any], document: dict[str, Any]) -> list[str]:
     lines = [f"### `{method.upper()} {path}`", "", f"**{operation.get('summary', '')}**", ""]
     if operation.get("description"):
         lines += [operation["description"], ""]
-    if operation.get("security") == []:
-        lines += ["No `Authorization` needed.", ""]
+    requirements = operation.get("security", document.get("security", []))
+    schemes = document.get("components", {}).get("securitySchemes", {})
+    lines += [_authorization(requirements, schemes), ""]
     parameters = operation.get("parameters", [])
     if parameters:
         lines += ["| parameter | in | type | required | meaning |", "|---|---|---|---|---|"]
@@ -140,7 +151,7 @@ def render(document: dict[str, Any]) -> str:
         for method in METHODS:
             if method in item:
                 tag = (item[method].get("tags") or ["other"])[0]
-                by_tag.setdefault(tag, []).extend(_operation(method, path, item[method]))
+                by_tag.setdefault(tag, []).extend(_operation(method, path, item[method], document))
     ranked = sorted(by_tag, key=lambda tag: TAG_ORDER.index(tag) if tag in TAG_ORDER else len(TAG_ORDER))
     for tag in ranked:
         lines += [f"## {TAG_TITLES.get(tag, tag.capitalize())}", "", *by_tag[tag]]

@@ -33,7 +33,8 @@ async def test_the_document_is_the_one_a_running_app_serves(gateway: Gateway) ->
 
 
 def test_every_operation_and_schema_is_rendered() -> None:
-    """The page has a section for each path and method, and for each named schema, linked from its uses."""
+    """The page has a section for each path and method (with the authorization it needs), and for each
+    named schema, linked from its uses."""
     document = openapi.committed()
     page = expand("<!-- generated: openapi -->")
     for path, item in document["paths"].items():
@@ -42,3 +43,7 @@ def test_every_operation_and_schema_is_rendered() -> None:
     for name in document["components"]["schemas"]:
         assert f"### {name}\n" in page
     assert "[SessionStartRequest](#sessionstartrequest)" in page
+    health = page.split("### `GET /api/health`", 1)[1].split("### ", 1)[0]
+    assert "Authorization: none." in health
+    start = page.split("### `POST /api/session/start`", 1)[1].split("### ", 1)[0]
+    assert "Authorization: An Entra ID access token" in start
