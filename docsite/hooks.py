@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,12 @@ GENERATORS: dict[str, Callable[[], str]] = {
 }
 
 
+# A note for readers of the Markdown file in the repository, where the generated text is not.
+REPOSITORY_ONLY = re.compile(r"<!-- repository-only -->.*?<!-- /repository-only -->\n?", re.DOTALL)
+
+
 def expand(markdown: str) -> str:
+    markdown = REPOSITORY_ONLY.sub("", markdown)
     for name, generate in GENERATORS.items():
         marker = f"<!-- generated: {name} -->"
         if marker in markdown:
