@@ -3,6 +3,7 @@ without frame locals, and secrets masked twice: by field name, and in the render
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -79,15 +80,28 @@ class _Rules(Generic[AnyStr]):
         return line
 
 
+def _escaped(secret: str) -> set[str]:
+    """`secret` as each renderer may write it: as is; as orjson escapes it (lkps's JSON lines); as the
+    standard library's ASCII-only JSON does (library records); as Python's repr does inside either quote
+    (the console format's values)."""
+    python = "".join(repr(character)[1:-1] for character in secret)  # a lone quote is never escaped
+    return {
+        secret,
+        orjson.dumps(secret).decode()[1:-1],
+        json.dumps(secret)[1:-1],
+        python,
+        python.replace("'", "\\'"),
+    }
+
+
 class Redactor:
     """Masks bearer credentials, JWT-shaped strings, URL passwords and the configured secrets in a
     rendered log line, whichever field, message, exception text or library line they came in."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms: set[str] = set()
-        for secret in secrets:
-            if len(secret) >= MIN_MASKED_SECRET_LENGTH:
-                forms.update((secret, orjson.dumps(secret).decode()[1:-1]))  # as is, and as JSON escapes it
+        forms = {
+            form for secret in secrets if len(secret) >= MIN_MASKED_SECRET_LENGTH for form in _escaped(secret)
+        }
         ordered = sorted(forms, key=len, reverse=True)  # a secret containing another is masked whole
         self.text = _Rules(
             ("earer", "EARER"),
