@@ -49,7 +49,7 @@ def free_port_run(count: int = 3) -> int:
 
 
 # Only against a hang: a starting process is waited for as long as it lives, however loaded the machine is
-# (a fixed 30 s made a loaded run fail while `lkps dev` was still starting), and given up on once it exits.
+# (`lkps dev` can take more than 30 s to start on a loaded machine), and given up on once it exits.
 HANG_GUARD_SECONDS = 600.0
 
 
