@@ -5,6 +5,7 @@ terminal."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -123,16 +124,25 @@ class _Rules(Generic[AnyStr]):
         return line
 
 
+def _escaped(secret: str) -> set[str]:
+    """`secret` as each renderer may write it: as is; as orjson escapes it (lkps's JSON lines); as the
+    standard library's ASCII-only JSON does (library records); as Python's repr does inside either quote,
+    with or without the console format's control-character escapes first (its values)."""
+    forms = {secret, orjson.dumps(secret).decode()[1:-1], json.dumps(secret)[1:-1]}
+    for text in (secret, escape_controls(secret)):
+        python = "".join(repr(character)[1:-1] for character in text)  # a lone quote is never escaped
+        forms.update((text, python, python.replace("'", "\\'")))
+    return forms
+
+
 class Redactor:
     """Masks bearer credentials, JWT-shaped strings, URL passwords and the configured secrets in a
     rendered log line, whichever field, message, exception text or library line they came in."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms: set[str] = set()
-        for secret in secrets:
-            if len(secret) >= MIN_MASKED_SECRET_LENGTH:
-                # As is, and as JSON and the console escape it.
-                forms.update((secret, orjson.dumps(secret).decode()[1:-1], escape_controls(secret)))
+        forms = {
+            form for secret in secrets if len(secret) >= MIN_MASKED_SECRET_LENGTH for form in _escaped(secret)
+        }
         ordered = sorted(forms, key=len, reverse=True)  # a secret containing another is masked whole
         self.text = _Rules(
             ("earer", "EARER"),

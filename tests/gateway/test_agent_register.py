@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from gateway.persistence.tables import agent_registrations
 from tests.gateway.conftest import AGENT_ID, AGENT_OID, Gateway, running_gateway
 from tests.gateway.test_session_start import assert_error
 from tests.support.entra import TENANT_ID
+from tests.support.revocations import insert_revocation
 
 pytestmark = pytest.mark.anyio
 
@@ -147,6 +148,19 @@ async def test_registration_makes_the_agent_reachable(gateway: Gateway) -> None:
     assert (await gateway.start()).status_code == 404
     await gateway.register_agent()
     assert (await gateway.start()).status_code == 200
+
+
+async def test_a_revoked_agent_is_refused_before_any_registration_is_read(gateway: Gateway) -> None:
+    """A revoked agent gets 403 agent_revoked from the revocation alone: with the registrations table out of
+    reach (any read or write of it fails), the answer is still the refusal, not a database error."""
+    async with gateway.db.begin() as conn:
+        await insert_revocation(conn, AGENT_ID)
+        await conn.execute(text("ALTER TABLE agent_registrations RENAME TO agent_registrations_away"))
+    try:
+        assert_error(await _register(gateway, gateway.agent_token()), 403, "agent_revoked")
+    finally:  # the PostgreSQL test database is reused by the next test
+        async with gateway.db.begin() as conn:
+            await conn.execute(text("ALTER TABLE agent_registrations_away RENAME TO agent_registrations"))
 
 
 async def test_user_token_cannot_register_an_agent(gateway: Gateway) -> None:

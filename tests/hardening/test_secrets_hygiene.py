@@ -319,3 +319,31 @@ def test_secret_fields_are_redacted_in_the_rendered_line(
     assert "outbound_call" in out
     for value in (bearer.removeprefix("Bearer "), LKPS_CLIENT_SECRET, "pg-password-42"):
         assert value not in out
+
+
+# Quotes, a backslash, non-ASCII letters and DEL: each renderer escapes them its own way (orjson, the standard
+# library's ASCII-only JSON, Python's repr in the console format, which escapes a single quote only when
+# the value also holds a double one). The ASCII tail shows through any escaping.
+_TAIL = "correct-horse-battery-staple"
+_AWKWARD_SECRETS = ["p\u00e4\"ss\\w\u00f6rd's-" + _TAIL, "p\u00e4ss\\w\u00f6rd's\u007f-" + _TAIL]
+
+
+@pytest.mark.parametrize("secret", _AWKWARD_SECRETS, ids=["quotes", "delete-character"])
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_configured_secret_is_masked_in_every_escaped_form(
+    fmt: str, secret: str, debug_logging: Callable[..., None], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A configured secret holding quotes, a backslash, non-ASCII letters or DEL is masked however the line's
+    renderer escapes it: lkps's own events, library records and exception text, in both log formats."""
+    debug_logging(make_settings(livekit_api_secret=secret, log_format=fmt, log_level="debug"))
+    structlog.get_logger("lkps.test").warning("outbound_call", detail=f"sent {secret}!")
+    logging.getLogger("sqlalchemy.pool").warning("library says %s", secret)
+    try:
+        raise ConnectionError(secret)
+    except ConnectionError:
+        logging.getLogger("sqlalchemy.pool").exception("library failed")
+        structlog.get_logger("lkps.test").exception("lkps failed")
+    out, _ = capfd.readouterr()
+    for event in ("outbound_call", "library says", "library failed", "lkps failed"):
+        assert event in out
+    assert _TAIL not in out
