@@ -191,7 +191,8 @@ class WorkerRelay:
         self._public_url = livekit_public_url
         self._limits = limits
         self._handshakes = MemoryRateLimitStore(clock)
-        self._handshake_rate = Gcra(limits.handshakes_per_minute, limits.handshakes_per_minute)
+        # GCRA lets a burst of `burst + 1` through: a full minute's handshakes at once, then the steady rate.
+        self._handshake_rate = Gcra(limits.handshakes_per_minute, limits.handshakes_per_minute - 1)
         self._by_key: dict[str, set[RelayedConnection]] = {}
         self._per_agent: dict[str, int] = {}  # connections being relayed or about to be, per agent
         self._room_agents: dict[str, str] = {}  # session room -> its agent (a room never changes agent)
