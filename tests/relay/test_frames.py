@@ -266,8 +266,7 @@ def _check_any(frame: Frame, outcome: Outcome | None) -> None:
     kind_type = agent.WorkerMessage if frame.from_worker else agent.ServerMessage
     forwarded = kind_type.FromString(outcome.forward)
     assert forwarded.WhichOneof("message") in (WORKER_KINDS if frame.from_worker else SERVER_KINDS)
-    known = kind_type()
-    known.CopyFrom(forwarded)
+    known = kind_type.FromString(outcome.forward)
     known.DiscardUnknownFields()
     assert forwarded.SerializeToString(deterministic=True) == known.SerializeToString(deterministic=True)
 
