@@ -25,10 +25,10 @@ import os
 import socket
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from authz.clock import Clock
     from gateway.livekit_tokens import LiveKitMinter
     from gateway.observability.metrics import Metrics
-    from gateway.persistence.workers import WorkerStore
 
 log = structlog.get_logger("lkps.relay")
 
@@ -77,6 +76,16 @@ CLOSE_RESTART = 1012
 CAP_RETRY_AFTER_SECONDS = 30.0
 ROOM_CACHE_SIZE = 10_000
 AUDIT_BATCH = 256
+
+
+class RelayStore(Protocol):
+    """What the relay reads and writes (gateway/persistence/workers.py)."""
+
+    async def key_in_force(self, key_id: str) -> WorkerKey | None: ...
+    async def keys_in_force(self, key_ids: Collection[str]) -> dict[str, WorkerKey]: ...
+    async def why_not_in_force(self, key_id: str) -> str: ...
+    async def room_agent(self, room_name: str) -> str | None: ...
+    async def write(self, records: Sequence[AuditRecord]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +183,7 @@ class WorkerRelay:
         self,
         *,
         credentials: WorkerCredentials,
-        store: WorkerStore,
+        store: RelayStore,
         minter: LiveKitMinter,
         metrics: Metrics,
         clock: Clock,
@@ -619,7 +628,9 @@ class WorkerRelay:
                 await self._idle.wait()
         if self._watcher is not None:
             self._watcher.cancel()
-        await self.flush_audit()
+        with contextlib.suppress(TimeoutError):  # a database that stopped answering must not hang the drain
+            async with asyncio.timeout(10):
+                await self.flush_audit()
         if self._auditor is not None:
             self._auditor.cancel()
         if self._http is not None:

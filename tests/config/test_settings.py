@@ -357,8 +357,6 @@ class TestWorkerRelaySettings:
         assert found.startswith(name)
         assert problem in found
 
-
-class TestWorkerRelaySettings:
     def test_worker_bounds_default_and_parse(self) -> None:
         """The relay's per-agent cap, handshake rate and key grace default to 100, 120/min and one hour and
         are read from their variables; the previous LiveKit secret is unset by default."""

@@ -186,6 +186,15 @@ def run_worker(tmp_path: Path) -> Iterator[Any]:
             worker.process.kill()
 
 
+async def open_relayed(
+    http: aiohttp.ClientSession, credentials: dict[str, Any]
+) -> aiohttp.ClientWebSocketResponse:
+    """A raw worker connection through lkps with the credentials a registration returned."""
+    return await open_worker(
+        http, credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"]
+    )
+
+
 async def wait_for(predicate: Any, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -292,9 +301,7 @@ async def test_simulate_job_through_lkps_gets_nothing(relay: Relay) -> None:
     await relay.register(agent_b)
     victim_room = (await relay.start_session(agent_b.client_id))["room_name"]
     async with aiohttp.ClientSession() as http:
-        through_lkps = await open_worker(
-            http, credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"]
-        )
+        through_lkps = await open_relayed(http, credentials)
         await register(through_lkps, agent_a.client_id)
         await through_lkps.send_bytes(simulate_frame(victim_room))
         assert await _job_offer(through_lkps, 5) is None
@@ -349,9 +356,7 @@ async def test_a_text_simulate_job_gets_nothing_and_livekit_stays_up(relay: Rela
     counted = 'lkps_worker_security_events_total{kind="text_frame"}'
     before = await relay.metric(counted)
     async with aiohttp.ClientSession() as http:
-        ws = await open_worker(
-            http, credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"]
-        )
+        ws = await open_relayed(http, credentials)
         await register(ws, agent_a.client_id)
         await ws.send_str(frame)
         assert await _job_offer(ws, 5) is None
@@ -368,9 +373,7 @@ async def test_an_answer_with_the_users_identity_and_lkps_attributes_gets_neithe
     agent = relay.agent("agent answering")
     credentials = await relay.register(agent)
     async with aiohttp.ClientSession() as http:
-        ws = await open_worker(
-            http, credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"]
-        )
+        ws = await open_relayed(http, credentials)
         await register(ws, agent.client_id)
         session = await relay.start_session(agent.client_id)
         async with join(session) as joined:
@@ -409,10 +412,9 @@ async def test_the_connection_cap_and_the_handshake_limit_answer_429(relay: Rela
     capped, limited = relay.agent("agent capped"), relay.agent("agent limited")
     async with aiohttp.ClientSession() as http:
         credentials = await relay.register(capped)
-        pair = (credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"])
-        held = [await open_worker(http, *pair) for _ in range(CONNECTION_CAP)]
+        held = [await open_relayed(http, credentials) for _ in range(CONNECTION_CAP)]
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await open_worker(http, *pair)
+            await open_relayed(http, credentials)
         assert refused.value.status == 429
         assert refused.value.headers is not None
         assert int(refused.value.headers["Retry-After"]) >= 1
@@ -420,11 +422,10 @@ async def test_the_connection_cap_and_the_handshake_limit_answer_429(relay: Rela
             await ws.close()
 
         credentials = await relay.register(limited)
-        pair = (credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"])
         for _ in range(HANDSHAKES_PER_MINUTE):
-            await (await open_worker(http, *pair)).close()
+            await (await open_relayed(http, credentials)).close()
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await open_worker(http, *pair)
+            await open_relayed(http, credentials)
         assert refused.value.status == 429
         assert refused.value.headers is not None
         assert int(refused.value.headers["Retry-After"]) >= 1
@@ -436,9 +437,7 @@ async def test_revocation_closes_the_worker_within_5_seconds(relay: Relay, run_w
     agent = relay.agent("agent revoked")
     credentials = await relay.register(agent)
     async with aiohttp.ClientSession() as http:
-        ws = await open_worker(
-            http, credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"]
-        )
+        ws = await open_relayed(http, credentials)
         await register(ws, agent.client_id)
         revoked_at = time.monotonic()
         await relay.revoke(agent.client_id)
@@ -448,12 +447,7 @@ async def test_revocation_closes_the_worker_within_5_seconds(relay: Relay, run_w
         assert ws.close_code == 1008
         assert closed_after < 5
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await open_worker(
-                http,
-                credentials["worker_url"],
-                credentials["worker_api_key"],
-                credentials["worker_api_secret"],
-            )
+            await open_relayed(http, credentials)
         assert refused.value.status == 403
 
 

@@ -4,8 +4,9 @@ and how connections close."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from gateway.app import create_app
+from gateway.observability.metrics import Metrics
 from gateway.persistence.db import create_engine
 from gateway.persistence.tables import worker_connections, worker_jobs, worker_security_events
+from gateway.persistence.workers import AuditRecord, WorkerKey, WorkerStore
 from gateway.relay.frames import PRODUCT_PERMISSIONS
-from gateway.relay.relay import MAX_FRAME_BYTES
+from gateway.relay.relay import MAX_FRAME_BYTES, RelayLimits, WorkerRelay
 from gateway.services import Services, build_services
 from tests.gateway.conftest import AGENT_ID, AGENT_OID, AGENT_ROLE
 from tests.support.asgi_websocket import AsgiWebSocket
@@ -632,3 +635,62 @@ async def test_rotated_credentials_keep_the_previous_key_for_the_grace_period(da
         assert code == 403
         # (Not connected: the fake LiveKit checks the relay's token against the real clock, not the test's.)
         assert await gateway.services.workers.key_in_force(new["worker_api_key"]) is not None
+
+
+class StalledAudit:
+    """The gateway's own worker store whose audit writes hang until released (a database that stopped
+    answering writes): the keys and rooms are read as usual."""
+
+    def __init__(self, store: WorkerStore) -> None:
+        self._store = store
+        self.writing = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def key_in_force(self, key_id: str) -> WorkerKey | None:
+        return await self._store.key_in_force(key_id)
+
+    async def keys_in_force(self, key_ids: Collection[str]) -> dict[str, WorkerKey]:
+        return await self._store.keys_in_force(key_ids)
+
+    async def why_not_in_force(self, key_id: str) -> str:
+        return await self._store.why_not_in_force(key_id)
+
+    async def room_agent(self, room_name: str) -> str | None:
+        return await self._store.room_agent(room_name)
+
+    async def write(self, records: Sequence[AuditRecord]) -> None:
+        self.writing.set()
+        await self.released.wait()
+
+
+async def test_a_full_audit_queue_refuses_new_workers_with_503(relay: Relay) -> None:
+    """While the bounded audit queue is full (the database does not take the writes), a new worker is
+    refused with 503 before the upgrade, and a record that finds the queue full is dropped and counted,
+    never held."""
+    services = relay.gateway.services
+    store = StalledAudit(services.workers)
+    metrics = Metrics()
+    stalled = WorkerRelay(
+        credentials=services.credentials,
+        store=store,
+        minter=services.minter,
+        metrics=metrics,
+        clock=relay.gateway.clock,
+        livekit_agent_url=relay.livekit_url + "/agent",
+        livekit_public_url=relay.gateway.settings.livekit_url,
+        limits=RelayLimits(audit_queue=1),
+    )
+    credentials = await relay.credentials()
+    first = AsgiWebSocket(stalled, [(b"authorization", f"Bearer {worker_jwt(*credentials)}".encode())])
+    assert (await first.connect())["type"] == "websocket.accept"
+    await first.send(register_frame(AGENT_ID))
+    await store.writing.wait()  # the connection's row is being written, and hangs
+    await first.next(5)  # LiveKit's register answer: its record fills the queue
+    await first.disconnect()  # the close record finds it full
+    assert metrics.registry.get_sample_value("lkps_worker_audit_dropped_total") == 1
+    second = AsgiWebSocket(stalled, [(b"authorization", f"Bearer {worker_jwt(*credentials)}".encode())])
+    start = await second.connect()
+    assert (start["type"], start["status"]) == ("websocket.http.response.start", 503)
+    assert b"audit_backlog" in (await second.next(5))["body"]
+    store.released.set()
+    await stalled.aclose()

@@ -10,13 +10,14 @@ import pytest
 from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from authz.caller import Caller, CallerKind
+from authz.caller import CallerKind
 from gateway.persistence.agents import AgentRegistry, AgentRevoked, NewRegistration
 from gateway.persistence.audit import AdminAction
 from gateway.persistence.db import create_engine
 from gateway.persistence.revocations import AgentRevocations
 from gateway.persistence.tables import agent_registrations, agent_revocations
 from gateway.persistence.workers import WorkerStore
+from tests.support.callers import make_caller
 from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -184,18 +185,10 @@ class TestRevocation:
         assert await registry.active(AGENT) is None
 
 
-OPERATOR = Caller(
-    tenant_id="0d0a8b5e-95a2-4b8b-9d0e-7d6c5b4a3f21",
+OPERATOR = make_caller(
     object_id="2d0b3c4d-5e6f-4a70-8b9c-0d1e2f3a4b5c",
     client_app_id="3e1c4d5e-6f70-4b81-9cad-1e2f3a4b5c6d",
     kind=CallerKind.APP,
-    user_id="3e1c4d5e-6f70-4b81-9cad-1e2f3a4b5c6d",
-    display_name="operator",
-    scopes=frozenset(),
-    roles=frozenset({"admin"}),
-    token_id=None,
-    expires_at=0,
-    version="2.0",
 )
 
 
