@@ -392,7 +392,7 @@ class WorkerRelay:
         if message["type"] != "websocket.receive":
             self._metrics.worker_refusals.labels("not_register").inc()
             return None
-        data: bytes | str = message.get("bytes") or message.get("text") or b""
+        data = _frame(message)
         if len(data) > MAX_FRAME_BYTES:
             self._metrics.worker_refusals.labels("not_register").inc()
             return None
@@ -445,7 +445,7 @@ class WorkerRelay:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 return _Ended("worker_closed", upstream_code=1000, worker_code=None)
-            data: bytes | str = message.get("bytes") or message.get("text") or b""
+            data = _frame(message)
             if len(data) > MAX_FRAME_BYTES:
                 return _Ended("frame_too_large", upstream_code=1000, worker_code=1009)
             try:
@@ -644,6 +644,12 @@ class _Refusal(Exception):
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+
+
+def _frame(message: Mapping[str, Any]) -> bytes | str:
+    """An ASGI websocket.receive's frame: its bytes, else its text (a TEXT frame, even an empty one)."""
+    data: bytes | None = message.get("bytes")
+    return data if data is not None else str(message.get("text") or "")
 
 
 async def _close_worker(send: Send, code: int, reason: str = "") -> None:
