@@ -80,6 +80,7 @@ AuditRecord = OpenedConnection | WorkerRegistered | ConnectionClosed | JobAssign
 class WorkerStore:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._clock = clock
 
     async def keys_in_force(self, key_ids: Collection[str]) -> dict[str, WorkerKey]:
@@ -115,8 +116,9 @@ class WorkerStore:
             return "revoked" if await conn.scalar(select(exists(revoked))) else "expired"
 
     async def room_agent(self, room_name: str) -> str | None:
-        """The agent a session's room was dispatched to, or None if lkps started no session in that room."""
-        async with self._engine.connect() as conn:
+        """The agent a session's room was dispatched to, or None if lkps started no session in that room.
+        On the relay's path: one statement in autocommit (no BEGIN and ROLLBACK round trips around it)."""
+        async with self._reader.connect() as conn:
             agent: str | None = await conn.scalar(
                 select(sessions.c.agent_app_id).where(sessions.c.room_name == room_name)
             )
