@@ -216,7 +216,9 @@ class ConnectionPolicy:
     """The allow-list of one relayed connection, with what it remembers between frames: whether LiveKit
     answered the register, the jobs offered to the worker and the jobs it accepted."""
 
-    def __init__(self, agent_name: str, public_url: str, owns_room: Callable[[str], Awaitable[bool]]) -> None:
+    def __init__(
+        self, agent_name: str, public_url: str, owns_room: Callable[[str], Awaitable[bool | None]]
+    ) -> None:
         self.agent_name = agent_name
         self._public_url = public_url
         self._owns_room = owns_room
@@ -276,8 +278,11 @@ class ConnectionPolicy:
             self._registered = True
         elif kind == "availability":
             job = message.availability.job
-            if job.agent_name != self.agent_name or not await self._owns_room(job.room.name):
-                return Outcome(kind, reply=not_available(job.id), event="foreign_job")
+            own = job.agent_name == self.agent_name and await self._owns_room(job.room.name)
+            if not own:  # None: the room could not be looked up; refused all the same, no event
+                return Outcome(
+                    kind, reply=not_available(job.id), event=None if own is None else "foreign_job"
+                )
             _remember(self._offered, job.id, job.room.name)
         elif kind == "assignment":
             job = message.assignment.job

@@ -403,16 +403,17 @@ class WorkerRelay:
             self._security_event(key, None, exc.kind)
             return None
 
-    async def _owns_room(self, agent_app_id: str, room_name: str) -> bool:
+    async def _owns_room(self, agent_app_id: str, room_name: str) -> bool | None:
         """Whether `room_name` is a session room of this agent (sessions rows are written before the
-        participant token exists, so before LiveKit can dispatch; a room never changes agent: cached)."""
+        participant token exists, so before LiveKit can dispatch; a room never changes agent: cached);
+        None when the database could not say."""
         owner = self._room_agents.get(room_name)
         if owner is None and room_name:
             try:
                 owner = await self._store.room_agent(room_name)
             except Exception as exc:
                 log.warning("worker_room_lookup_failed", error=type(exc).__name__)
-                return False
+                return None
             if owner is not None:
                 if len(self._room_agents) >= ROOM_CACHE_SIZE:
                     self._room_agents.clear()
