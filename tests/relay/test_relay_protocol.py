@@ -27,7 +27,7 @@ from gateway.persistence.db import create_engine
 from gateway.persistence.tables import worker_connections, worker_jobs, worker_security_events
 from gateway.persistence.workers import AuditRecord, WorkerKey, WorkerStore
 from gateway.relay.frames import PRODUCT_PERMISSIONS
-from gateway.relay.relay import MAX_FRAME_BYTES, RelayLimits, WorkerRelay
+from gateway.relay.relay import MAX_FRAME_BYTES, RelayLimits, RelayStore, WorkerRelay
 from gateway.services import Services, build_services
 from tests.gateway.conftest import AGENT_ID, AGENT_OID, AGENT_ROLE
 from tests.support.asgi_websocket import AsgiWebSocket
@@ -665,14 +665,17 @@ class StalledAudit:
         await self.released.wait()
 
 
-async def test_a_full_audit_queue_refuses_new_workers_with_503(relay: Relay) -> None:
-    """While the bounded audit queue is full (the database does not take the writes), a new worker is
-    refused with 503 before the upgrade, and a record that finds the queue full is dropped and counted,
-    never held."""
+class RoomsUnreadable(StalledAudit):
+    """A store whose session rooms cannot be read (the database is down for reads)."""
+
+    async def room_agent(self, room_name: str) -> str | None:
+        raise ConnectionError(room_name)
+
+
+def _relay_over(relay: Relay, store: RelayStore, metrics: Metrics, **limits: Any) -> WorkerRelay:
+    """Another relay in the test's gateway, over `store`."""
     services = relay.gateway.services
-    store = StalledAudit(services.workers)
-    metrics = Metrics()
-    stalled = WorkerRelay(
+    return WorkerRelay(
         credentials=services.credentials,
         store=store,
         minter=services.minter,
@@ -680,8 +683,43 @@ async def test_a_full_audit_queue_refuses_new_workers_with_503(relay: Relay) -> 
         clock=relay.gateway.clock,
         livekit_agent_url=relay.livekit_url + "/agent",
         livekit_public_url=relay.gateway.settings.livekit_url,
-        limits=RelayLimits(audit_queue=1),
+        limits=RelayLimits(**limits),
     )
+
+
+async def test_a_room_the_database_cannot_look_up_is_refused_without_an_event(relay: Relay) -> None:
+    """When the session rooms cannot be read, a job is answered "not available" to LiveKit (fail closed)
+    and not shown to the worker, without a foreign_job event."""
+    store = RoomsUnreadable(relay.gateway.services.workers)
+    store.released.set()
+    metrics = Metrics()
+    unreadable = _relay_over(relay, store, metrics)
+    worker = AsgiWebSocket(
+        unreadable, [(b"authorization", f"Bearer {worker_jwt(*await relay.credentials())}".encode())]
+    )
+    assert (await worker.connect())["type"] == "websocket.accept"
+    await worker.send(register_frame(AGENT_ID))
+    link = await relay.livekit.links.get()
+    await link.received.get()
+    await worker.next(5)
+    await link.send(_offer("AJ_unknown", "ada-own-room"))
+    answer = agent.WorkerMessage.FromString(await link.received.get()).availability
+    assert (answer.job_id, answer.available) == ("AJ_unknown", False)
+    assert (
+        metrics.registry.get_sample_value("lkps_worker_security_events_total", {"kind": "foreign_job"})
+        is None
+    )
+    await worker.disconnect()
+    await unreadable.aclose()
+
+
+async def test_a_full_audit_queue_refuses_new_workers_with_503(relay: Relay) -> None:
+    """While the bounded audit queue is full (the database does not take the writes), a new worker is
+    refused with 503 before the upgrade, and a record that finds the queue full is dropped and counted,
+    never held."""
+    store = StalledAudit(relay.gateway.services.workers)
+    metrics = Metrics()
+    stalled = _relay_over(relay, store, metrics, audit_queue=1)
     credentials = await relay.credentials()
     first = AsgiWebSocket(stalled, [(b"authorization", f"Bearer {worker_jwt(*credentials)}".encode())])
     assert (await first.connect())["type"] == "websocket.accept"
