@@ -173,8 +173,10 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
             Setting(
                 "LKPS_PUBLIC_URL",
                 "lkps's public base URL as workers reach it (`https://lkps.example.com`; http only to "
-                "loopback); `worker_url` is it as `wss://` plus `/worker`. Set it behind a proxy",
-                "the registration request's base URL",
+                "loopback); `worker_url` is it as `wss://` plus `/worker`. Required in any deployment: "
+                "without it a registration to any other host answers 500 `configuration_error` (a proxy's "
+                "or a pod's address is no URL to send workers to). `lkps dev` and the Helm chart set it",
+                "none: only a registration sent to a loopback host works",
             ),
             Setting(
                 "LKPS_WORKER_CHECK_INTERVAL_SECONDS",
@@ -289,7 +291,7 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         (
             Setting("LKPS_LOG_LEVEL", "`debug`, `info`, `warning` or `error`"),
             Setting("LKPS_LOG_FORMAT", "`json` or `console`; structured logs on stdout"),
-            Setting("LKPS_ENVIRONMENT", "label in health answers, logs and traces (e.g. `prod-eu`)"),
+            Setting("LKPS_ENVIRONMENT", "label in logs and traces (e.g. `prod-eu`)"),
             Setting(
                 "LKPS_OTEL_EXPORTER_OTLP_ENDPOINT",
                 "OTLP/HTTP collector for traces; an incoming `traceparent` is continued; no headers are "

@@ -103,7 +103,7 @@ class Settings:
     admin_client_app_ids: tuple[str, ...] = ()
     admin_scopes: tuple[str, ...] = ()
     retention_days: int = DEFAULT_RETENTION_DAYS
-    public_url: str | None = None  # lkps's own base URL as workers reach it; None: from each request
+    public_url: str | None = None  # lkps's own base URL as workers reach it; None: from a loopback request
     worker_check_interval_seconds: float = 2.0
     worker_refusal_hold_seconds: float = 30.0
     worker_max_connections_per_agent: int = 100

@@ -23,6 +23,7 @@ from gateway.persistence.admin_queries import AdminQueries
 from gateway.persistence.agents import AgentRegistry
 from gateway.persistence.db import create_engine
 from gateway.persistence.lifecycle import SessionLifecycle
+from gateway.persistence.migrate import CachedDatabaseStatus
 from gateway.persistence.revocations import AgentRevocations
 from gateway.persistence.sessions import SessionWriter
 from gateway.persistence.workers import WorkerStore
@@ -78,6 +79,10 @@ class Services:
     relay: WorkerRelay
     draining: bool = False
     _owned: list[Any] = field(default_factory=list)
+    database_status: CachedDatabaseStatus = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.database_status = CachedDatabaseStatus(self.engine, self.clock)
 
     async def aclose(self) -> None:
         self.draining = True

@@ -5,6 +5,7 @@ and how connections close."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any
 from unittest.mock import ANY
 
 import httpx
+import jwt
 import pytest
 from google.protobuf import json_format
 from litestar import Litestar
@@ -30,6 +32,7 @@ from gateway.relay.frames import PRODUCT_PERMISSIONS
 from gateway.relay.relay import MAX_FRAME_BYTES, RelayLimits, RelayStore, WorkerRelay
 from gateway.services import Services, build_services
 from tests.gateway.conftest import AGENT_ID, AGENT_OID, AGENT_ROLE
+from tests.gateway.test_admin import ADMIN_APP, ADMIN_OID, ADMIN_ROLE
 from tests.support.asgi_websocket import AsgiWebSocket
 from tests.support.clock import FakeClock
 from tests.support.entra import FakeEntra, make_settings
@@ -734,3 +737,79 @@ async def test_a_full_audit_queue_refuses_new_workers_with_503(relay: Relay) -> 
     assert b"audit_backlog" in (await second.next(5))["body"]
     store.released.set()
     await stalled.aclose()
+
+
+def _handshake(key: str, secret: str, now: float, **claims: Any) -> str:
+    """A worker handshake JWT shaped like livekit-agents' (valid from an hour ago to an hour ahead), with
+    `claims` replacing its own; a claim given as None is left out."""
+    payload = {
+        "iss": key,
+        "sub": "",
+        "nbf": int(now) - 3600,
+        "exp": int(now) + 3600,
+        "video": {"agent": True},
+        **claims,
+    }
+    return jwt.encode({name: value for name, value in payload.items() if value is not None}, secret, "HS256")
+
+
+async def test_a_handshake_without_exp_is_refused(relay: Relay) -> None:
+    """A correctly signed handshake of a key in force that carries no `exp` is refused with 401, and
+    nothing reaches LiveKit."""
+    key, secret = await relay.credentials()
+    code, body = await _refusal(relay.socket(_handshake(key, secret, relay.gateway.clock.now(), exp=None)))
+    assert code == 401, body
+    assert relay.livekit.links.empty()
+
+
+@pytest.mark.parametrize(("expired_seconds_ago", "accepted"), [(59, True), (61, False)])
+async def test_an_expired_handshake_has_sixty_seconds_of_leeway(
+    relay: Relay, expired_seconds_ago: int, accepted: bool
+) -> None:
+    """A handshake that expired 59 s ago is still relayed (LiveKit's own 60 s leeway); one that expired 61 s
+    ago is refused with 401 `token_expired`."""
+    key, secret = await relay.credentials()
+    now = relay.gateway.clock.now()
+    worker = relay.socket(_handshake(key, secret, now, exp=int(now) - expired_seconds_ago))
+    if accepted:
+        assert (await worker.connect())["type"] == "websocket.accept"
+        await worker.disconnect()
+        return
+    code, body = await _refusal(worker)
+    assert (code, json.loads(body)["error"]) == (401, "token_expired")
+
+
+@pytest.mark.parametrize("issuer", ["APIlivekitstylekey1", "lkx_" + "ab" * 12, "LKW_" + "ab" * 12])
+async def test_only_lkps_worker_key_ids_are_accepted_as_issuer(relay: Relay, issuer: str) -> None:
+    """A handshake whose `iss` is not an lkps worker key id is refused as `unknown_key`, even when it is
+    signed with the secret lkps would derive for that id."""
+    secret = relay.gateway.services.credentials.secret(issuer)
+    code, body = await _refusal(relay.socket(_handshake(issuer, secret, relay.gateway.clock.now())))
+    assert (code, json.loads(body)["error"]) == (401, "unknown_key")
+
+
+async def test_a_revoked_worker_key_never_comes_back(database_url: str) -> None:
+    """Register, revoke, unrevoke, register: the new registration carries a new key and secret, which is
+    relayed, while the old key's handshake stays refused as revoked."""
+    livekit = FakeAgentService()
+    async with (
+        livekit.running() as url,
+        serving(
+            database_url, livekit_url=url, admin_roles=(ADMIN_ROLE,), admin_client_app_ids=(ADMIN_APP,)
+        ) as gateway,
+    ):
+        relay = Relay(gateway, livekit, url)
+        old = await relay.credentials()
+        admin = gateway.entra.mint_app_token(azp=ADMIN_APP, oid=ADMIN_OID, sub=ADMIN_OID, roles=[ADMIN_ROLE])
+        for action in ("revoke", "unrevoke"):
+            response = await gateway.http.post(
+                f"/api/admin/agents/{AGENT_ID}/{action}", headers={"Authorization": f"Bearer {admin}"}
+            )
+            assert response.status_code == 200, response.text
+        new = await relay.credentials()
+        assert new[0] != old[0]
+        assert new[1] != old[1]
+        code, body = await _refusal(relay.socket(worker_jwt(*old)))
+        assert (code, json.loads(body)["error"]) == (403, "revoked")
+        worker, _ = await relay.connected()
+        await worker.disconnect()

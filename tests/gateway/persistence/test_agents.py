@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event, insert, select, text, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authz.caller import CallerKind
@@ -15,10 +14,11 @@ from gateway.persistence.agents import AgentRegistry, AgentRevoked, NewRegistrat
 from gateway.persistence.audit import AdminAction
 from gateway.persistence.db import create_engine
 from gateway.persistence.revocations import AgentRevocations
-from gateway.persistence.tables import agent_registrations, agent_revocations
+from gateway.persistence.tables import agent_registrations
 from gateway.persistence.workers import WorkerStore
 from tests.support.callers import make_caller
 from tests.support.clock import FakeClock
+from tests.support.revocations import insert_revocation
 
 pytestmark = pytest.mark.anyio
 AGENT = "8b0f4f0e-54a4-4c44-9a4b-2c7f0d2b6a10"
@@ -153,14 +153,7 @@ class TestCache:
 class TestRevocation:
     async def revoke(self, engine: AsyncEngine) -> None:
         async with engine.begin() as conn:
-            await conn.execute(
-                insert(agent_revocations).values(
-                    agent_app_id=AGENT,
-                    revoked_at=datetime.now(UTC),
-                    revoked_by_object_id=AGENT,
-                    revoked_by_client_app_id=AGENT,
-                )
-            )
+            await insert_revocation(conn, AGENT)
 
     async def test_a_revoked_agent_cannot_register(self, engine: AsyncEngine) -> None:
         """With a revocation in place, register raises AgentRevoked and writes no row."""
