@@ -188,6 +188,20 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "how long a worker registering under another agent's name is held before it is closed: a "
                 "refused stock worker retries once per period",
             ),
+            Setting(
+                "LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT",
+                "relayed worker connections one agent may hold on one replica; beyond, handshakes get 429 "
+                "with `Retry-After`",
+            ),
+            Setting(
+                "LKPS_WORKER_HANDSHAKES_PER_MINUTE",
+                "worker handshakes per minute per worker key on one replica, as a burst and then a steady "
+                "rate; beyond, 429 with `Retry-After`",
+            ),
+            Setting(
+                "LKPS_WORKER_KEY_GRACE_SECONDS",
+                "how long the previous worker key stays in force after `rotate_worker_credentials`",
+            ),
         ),
     ),
     (
@@ -196,6 +210,12 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
             Setting("LKPS_LIVEKIT_URL", "the LiveKit URL clients connect to (`wss://`)", "required"),
             Setting("LKPS_LIVEKIT_API_KEY", "LiveKit API key lkps signs tokens with", "required"),
             Setting("LKPS_LIVEKIT_API_SECRET", "its secret, at least 32 characters", "required"),
+            Setting(
+                "LKPS_LIVEKIT_PREVIOUS_API_SECRET",
+                "while rotating `LKPS_LIVEKIT_API_SECRET`: the previous secret, so worker secrets derived from "
+                "it keep working until the workers re-register ([the worker relay](../agents/relay.md))",
+                "none",
+            ),
             Setting(
                 "LKPS_LIVEKIT_API_URL",
                 "LiveKit's server API (Twirp), e.g. an in-cluster `http://livekit:7880` (plaintext only to "

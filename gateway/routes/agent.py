@@ -31,9 +31,10 @@ from gateway.services import services_of
     description="The agent's client app id is its agent id and the LiveKit agent name it must register its "
     "worker under. Run the worker with LIVEKIT_URL=`worker_url`, LIVEKIT_API_KEY=`worker_api_key`, "
     "LIVEKIT_API_SECRET=`worker_api_secret`: lkps relays it to LiveKit. Call again before `expires_at` to "
-    "renew (the worker keeps its credentials); every call is recorded. A revoked agent is refused with 403 "
-    "`agent_revoked`; a deployment without LKPS_PUBLIC_URL answers 500 `configuration_error` (except to a "
-    "loopback host).",
+    "renew (the worker keeps its credentials), or with `rotate_worker_credentials` to get new ones (the "
+    "previous key stays in force for LKPS_WORKER_KEY_GRACE_SECONDS); every call is recorded. A revoked agent "
+    "is refused with 403 `agent_revoked`; a deployment without LKPS_PUBLIC_URL answers 500 "
+    "`configuration_error` (except to a loopback host).",
 )
 async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterResponse:
     caller = await agent_caller(request)
@@ -61,6 +62,9 @@ async def register_agent(request: Request[Any, Any, Any]) -> AgentRegisterRespon
                 request_id=ctx.request_id,
             ),
             expires_at=expires_at,
+            rotate_key_grace_seconds=(
+                services.settings.worker_key_grace_seconds if body.rotate_worker_credentials else None
+            ),
         )
     except AgentRevoked:
         raise agent_revoked(agent_id) from None
