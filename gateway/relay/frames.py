@@ -14,6 +14,7 @@ _WORKER = agent.WorkerMessage.DESCRIPTOR.fields_by_name
 _SERVER = agent.ServerMessage.DESCRIPTOR.fields_by_name
 WORKER_REGISTER = _WORKER["register"].number
 WORKER_SIMULATE_JOB = _WORKER["simulate_job"].number
+WORKER_UPDATE_JOB = _WORKER["update_job"].number
 SERVER_REGISTER = _SERVER["register"].number
 SERVER_ASSIGNMENT = _SERVER["assignment"].number
 
@@ -92,5 +93,11 @@ def bound_register(request: agent.RegisterWorkerRequest) -> bytes:
 
 def parse_server(data: bytes) -> agent.ServerMessage:
     message = agent.ServerMessage()
+    message.ParseFromString(data)
+    return message
+
+
+def parse_worker(data: bytes) -> agent.WorkerMessage:
+    message = agent.WorkerMessage()
     message.ParseFromString(data)
     return message

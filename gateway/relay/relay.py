@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 import structlog
+from google.protobuf.message import DecodeError
 
 from gateway.observability.context import mint_request_id
 from gateway.persistence.workers import OpenedConnection
@@ -37,11 +38,13 @@ from gateway.relay.frames import (
     SERVER_REGISTER,
     WORKER_REGISTER,
     WORKER_SIMULATE_JOB,
+    WORKER_UPDATE_JOB,
     MalformedFrame,
     bound_register,
     field_numbers,
     parse_register,
     parse_server,
+    parse_worker,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from gateway.livekit_tokens import LiveKitMinter
     from gateway.observability.metrics import Metrics
     from gateway.persistence.workers import WorkerKey, WorkerStore
+    from gateway.worker_events import WorkerEvents
 
 log = structlog.get_logger("lkps.relay")
 
@@ -118,6 +122,7 @@ class RelayedConnection:
     agent_app_id: str
     key_id: str
     upstream: aiohttp.ClientWebSocketResponse
+    deployment: str = ""
     stop: asyncio.Future[tuple[int, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -144,7 +149,9 @@ class WorkerRelay:
         livekit_public_url: str,
         check_interval_seconds: float,
         refusal_hold_seconds: float,
+        events: WorkerEvents,
     ) -> None:
+        self._events = events
         self._credentials = credentials
         self._store = store
         self._minter = minter
@@ -274,7 +281,9 @@ class WorkerRelay:
                 f"register first, with agent_name {key.agent_app_id} (the agent_name lkps gave)",
             )
             return
-        connection = RelayedConnection(str(uuid.uuid4()), key.agent_app_id, key.key_id, upstream)
+        connection = RelayedConnection(
+            str(uuid.uuid4()), key.agent_app_id, key.key_id, upstream, register.deployment[:128]
+        )
         self._add(connection)
         client = scope.get("client")
         self._later(
@@ -297,6 +306,7 @@ class WorkerRelay:
             await _close_worker(send, 1011)
         finally:
             self._remove(connection)
+            self._events.ended(connection.id)  # hook: connection ended
             await upstream.close()
             self._later(self._store.connection_closed(connection.id, reason))
             log.info(
@@ -349,6 +359,10 @@ class WorkerRelay:
                 fields = field_numbers(data)
             except MalformedFrame:
                 return False, "malformed_frame"
+            if WORKER_UPDATE_JOB in fields:  # hook: job status update
+                with contextlib.suppress(DecodeError):  # LiveKit answers an unreadable frame itself
+                    update = parse_worker(data).update_job
+                    self._events.job_status(connection.id, update.job_id, update.status)
             if WORKER_SIMULATE_JOB in fields or WORKER_REGISTER in fields:
                 kind = "simulate_job" if WORKER_SIMULATE_JOB in fields else "second_register"
                 self._metrics.worker_security_events.labels(kind).inc()
@@ -382,6 +396,8 @@ class WorkerRelay:
                 registered = True
                 worker_id = parse_server(data).register.worker_id
                 self._later(self._store.worker_registered(connection.id, worker_id))
+                # hook: registered (LiveKit answered register)
+                self._events.registered(connection.id, connection.agent_app_id, connection.deployment)
             await send({"type": "websocket.send", "bytes": data})
         return upstream.close_code
 
@@ -396,6 +412,7 @@ class WorkerRelay:
         message.assignment.url = self._public_url
         self._metrics.worker_jobs.inc()
         self._later(self._store.job_assigned(job.id, connection.id, connection.agent_app_id, job.room.name))
+        self._events.job_assigned(connection.id, job.id, job.room.name)  # hook: job assigned
         log.info(
             "worker_job",
             connection_id=connection.id,

@@ -44,8 +44,12 @@ def assert_short_failure(result: subprocess.CompletedProcess[str], code: ExitCod
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file of a state directory but those the running `lkps dev` itself keeps writing: its database
+    (its relayed workers' presence, every few seconds) and the demo agent's log."""
     return {
-        str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in directory.rglob("*")
+        if path.is_file() and not path.name.startswith(("lkps.db", "demo-agent.log"))
     }
 
 
