@@ -28,7 +28,7 @@ from authz.clock import Clock, utc_now
 from gateway.background import cancel
 from gateway.livekit_rooms import AgentDispatcher, LiveKitRefused, LiveKitUnavailable, RoomControl
 from gateway.observability.metrics import Metrics
-from gateway.persistence.lifecycle import SessionLifecycle, SessionState
+from gateway.persistence.lifecycle import DEPARTURE_SETTLE, SessionLifecycle, SessionState
 from gateway.persistence.supervision import DISPATCH_EVENT, UNAVAILABLE_EVENT, SupervisionStore
 
 log = structlog.get_logger("lkps.supervisor")
@@ -87,12 +87,12 @@ def _ending(session: SessionState, now: datetime, limit: datetime | None) -> Dec
 
 
 def _overdue(session: SessionState, join_timeout: timedelta) -> tuple[str, datetime]:
-    """Why an agent is needed and from when: at once if it left since the last dispatch, else a join timeout
-    after the later of the user's join and the last dispatch."""
+    """Why an agent is needed and from when: as soon as its departure settled if it left since the last
+    dispatch, else a join timeout after the later of the user's join and the last dispatch."""
     left = session.agent_last_left_at
     last = session.last_dispatch_at
     if left is not None and (last is None or last < left):
-        return "agent_lost", left
+        return "agent_lost", left + DEPARTURE_SETTLE
     assert session.user_last_joined_at is not None  # the user is present
     since = max(session.user_last_joined_at, last) if last is not None else session.user_last_joined_at
     return "join_timeout", since + join_timeout
@@ -223,7 +223,6 @@ class SessionSupervisor:
 
     async def agent_failed(self, room_name: str) -> None:
         await self._store.agent_failed(room_name, utc_now(self._clock))
-        self.wake()
 
     def start(self) -> None:
         if self._task is None:

@@ -16,7 +16,7 @@ import msgspec
 from sqlalchemy import ColumnElement, case, insert, literal, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.persistence.lifecycle import SessionState, session_state
+from gateway.persistence.lifecycle import DEPARTURE_SETTLE, SessionState, session_state
 from gateway.persistence.tables import UtcDateTime, session_events, sessions
 
 DISPATCH_EVENT = "lkps_agent_dispatch"
@@ -112,7 +112,8 @@ class SupervisionStore:
                 )
 
     async def agent_failed(self, room_name: str, at: datetime) -> None:
-        """The agent's job in the room failed: it counts as having left, and the session is looked at now."""
+        """The agent's job in the room failed: it counts as having left at `at`, so it is dispatched again as
+        soon as a departure would be."""
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(sessions)
@@ -128,7 +129,7 @@ class SupervisionStore:
                         ),
                         else_=sessions.c.agent_last_left_at,
                     ),
-                    next_check_at=_earliest_check(at),
+                    next_check_at=_earliest_check(at + DEPARTURE_SETTLE),
                 )
             )
 

@@ -21,7 +21,7 @@ from gateway.services import Services, build_services
 from tests.support.clock import FakeClock
 from tests.support.entra import FakeEntra, make_settings
 from tests.support.livekit import API_KEY, API_SECRET
-from tests.support.presence import FakeDispatcher, FakePresence
+from tests.support.supervision import FakeDispatcher, FakePresence
 
 AGENT_ID = "5b7d9f1a-3c5e-4a7b-9d1f-2a4c6e8b0d2f"
 AGENT_OID = "6c8e0a2b-4d6f-4b8c-8e2a-3b5d7f9a1c3e"

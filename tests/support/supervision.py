@@ -1,4 +1,5 @@
-"""Fakes of what session start and the supervisor ask: presence of agents, and LiveKit's dispatch API."""
+"""Fakes of what session start and the supervisor ask: presence of agents, and LiveKit's dispatch and room
+APIs."""
 
 from __future__ import annotations
 
@@ -30,3 +31,23 @@ class FakeDispatcher:
         self.dispatches.append((room, agent_name, metadata, deployment))
         if self.unavailable:
             raise LiveKitUnavailable("LiveKit could not be reached (ClientConnectorError)")
+
+
+@dataclass
+class FakeRooms:
+    """Implements `gateway.livekit_rooms.RoomControl`, recording deleted rooms; `unavailable` makes every
+    call fail as if LiveKit could not be reached."""
+
+    unavailable: bool = False
+    deleted: list[str] = field(default_factory=list)
+
+    async def delete_room(self, room: str) -> None:
+        if self.unavailable:
+            raise LiveKitUnavailable("LiveKit could not be reached (ClientConnectorError)")
+        self.deleted.append(room)
+
+    async def remove_participant(self, room: str, identity: str) -> None:
+        raise AssertionError(f"not expected: remove_participant({room}, {identity})")
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
