@@ -28,6 +28,7 @@ from gateway.persistence.admin_queries import AdminQueries
 from gateway.persistence.agents import AgentRegistry
 from gateway.persistence.db import create_engine
 from gateway.persistence.lifecycle import SessionLifecycle
+from gateway.persistence.migrate import CachedDatabaseStatus
 from gateway.persistence.revocations import AgentRevocations
 from gateway.persistence.sessions import SessionWriter
 from gateway.persistence.supervision import SupervisionStore
@@ -35,7 +36,7 @@ from gateway.persistence.workers import WorkerStore
 from gateway.presence import WorkerPresence
 from gateway.ratelimit import build_rate_limits
 from gateway.relay.credentials import WorkerCredentials
-from gateway.relay.relay import WorkerRelay, livekit_agent_url
+from gateway.relay.relay import RelayLimits, WorkerRelay, livekit_agent_url
 from gateway.session_end import SessionEnder
 from gateway.session_start import ClientAuthorizer, Presence, SessionStarter
 from gateway.supervisor import Policy, SessionSupervisor
@@ -90,6 +91,11 @@ class Services:
     worker_events: RelayedWorkerEvents
     draining: bool = False
     _owned: list[Any] = field(default_factory=list)
+    database_status: CachedDatabaseStatus = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.database_status = CachedDatabaseStatus(self.engine, self.clock)
+
     _presence_loop: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -179,7 +185,7 @@ def build_services(
         ),
     )
     worker_events = RelayedWorkerEvents(worker_presence, supervisor)
-    credentials = WorkerCredentials(settings.livekit_api_secret)
+    credentials = WorkerCredentials(settings.livekit_api_secret, settings.livekit_previous_api_secret)
     return Services(
         settings=settings,
         clock=clock,
@@ -227,8 +233,12 @@ def build_services(
             clock=clock,
             livekit_agent_url=livekit_agent_url(server_api_url(settings)),
             livekit_public_url=settings.livekit_url,
-            check_interval_seconds=settings.worker_check_interval_seconds,
-            refusal_hold_seconds=settings.worker_refusal_hold_seconds,
+            limits=RelayLimits(
+                max_connections_per_agent=settings.worker_max_connections_per_agent,
+                handshakes_per_minute=settings.worker_handshakes_per_minute,
+                check_interval_seconds=settings.worker_check_interval_seconds,
+                refusal_hold_seconds=settings.worker_refusal_hold_seconds,
+            ),
             events=worker_events,
         ),
         presence=worker_presence,

@@ -165,7 +165,7 @@ def test_dev_mode_without_a_binary_says_so_in_one_line_and_carries_on(tmp_path: 
     with (tmp_path / "dev.log").open("w") as log:
         process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(f"http://127.0.0.1:{port}/api/health/ready")
+            wait_for(f"http://127.0.0.1:{port}/api/health/ready", process)
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -90,10 +90,11 @@ async function main(): Promise<void> {
     $("#error").textContent = "";
     auth.signIn().catch(fail);
   };
+  // The button is disabled in the page until here: a click before it has a handler would be lost.
+  $<HTMLButtonElement>("#sign-in").disabled = Boolean(account);
   if (account) {
     $("#account").textContent = `Signed in as ${account.name} (${account.username}).`;
     $("#account").dataset.signedIn = "true";
-    $<HTMLButtonElement>("#sign-in").disabled = true;
   }
   const run = (button: string, panel: string, start: (token: string) => Promise<Started>) => {
     $<HTMLButtonElement>(button).disabled = !account;

@@ -1,7 +1,7 @@
 """agent supervision: worker presence, session supervision columns
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-06 09:40:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import gateway.persistence.tables
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
