@@ -70,9 +70,11 @@ class SessionStarter:
         ctx: RequestContext,
         *,
         display_name: str | None = None,
+        deployment: str = "",
     ) -> StartedSession:
         """`display_name` (the token endpoint's `participant_name`) replaces only the shown name, never
-        the identity, which always comes from the validated token."""
+        the identity, which always comes from the validated token; `deployment` (validated by the caller,
+        `gateway.schemas.checked_deployment`) picks which of the agent's LiveKit deployments gets the job."""
         ctx.fields["agent_id"] = agent_app_id
         # The user's own budget pays for everything they ask, refusals included; the budget shared by
         # their client's users only for what is served (see gateway.ratelimit).
@@ -120,6 +122,7 @@ class SessionStarter:
             },
             agent_name=agent_app_id,
             agent_metadata=agent_metadata,
+            agent_deployment=deployment,
             ttl_seconds=self._ttl,
         )
         # The token is dropped unsent if this fails: no session is handed out without its audit row.
@@ -129,6 +132,7 @@ class SessionStarter:
                     id=str(uuid.uuid4()),
                     room_name=room,
                     agent_app_id=agent_app_id,
+                    deployment=deployment,
                     tenant_id=caller.tenant_id,
                     caller_object_id=caller.object_id,
                     client_app_id=caller.client_app_id,

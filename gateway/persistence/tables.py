@@ -104,6 +104,8 @@ sessions = Table(
     # room. Each one is counted and the room deleted again.
     Column("reopened_count", Integer(), nullable=False, server_default=text("0")),
     Column("reopened_at", UtcDateTime(), nullable=True),  # the latest such activity
+    # The agent's LiveKit deployment the session dispatched to ("": LiveKit's default); 64 bytes at most.
+    Column("deployment", String(64), nullable=False, server_default=""),
     Index(None, "agent_app_id", "created_at"),
     Index(None, "caller_object_id", "created_at"),
     Index(None, "client_app_id", "created_at"),

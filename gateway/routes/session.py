@@ -13,6 +13,7 @@ from gateway.schemas import (
     SessionStartRequest,
     SessionStartResponse,
     agent_app_id,
+    checked_deployment,
     decode_body,
     metadata_json,
 )
@@ -40,7 +41,10 @@ async def start_session(request: Request[Any, Any, Any]) -> SessionStartResponse
     body = decode_body(await request.body(), SessionStartRequest)
     agent = agent_app_id(body.agent_entra_app_id)
     metadata = metadata_json(body.metadata)
-    started = await services.sessions.start(caller, agent, metadata, context_of(request.scope))
+    deployment = checked_deployment("deployment", body.deployment)
+    started = await services.sessions.start(
+        caller, agent, metadata, context_of(request.scope), deployment=deployment
+    )
     return SessionStartResponse(
         room_name=started.room_name,
         livekit_url=services.settings.livekit_url,
