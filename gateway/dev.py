@@ -29,6 +29,7 @@ from gateway.persistence.db import create_engine
 from gateway.persistence.migrate import upgrade
 from gateway.ports import require_free
 from lkps.commands import CommandError, ExitCode
+from lkps.dev_state import AUTHORITY_FILE, URL_FILE
 
 DEMO_AGENT_REGISTRATION_DAYS = 30
 # Where examples/spa's dev server listens, under both loopback spellings a browser may be pointed at.
@@ -70,12 +71,15 @@ def dev_environment(
     }
 
 
-async def prepare_database(state: DevState, database_url: str) -> str:
-    """Migrate the dev database and (re)register the demo agent; return the demo agent's app id."""
+async def prepare_database(state: DevState, database_url: str, *, demo_agent: bool = True) -> str:
+    """Migrate the dev database and (re)register the demo agent (unless `demo_agent` is off); return the
+    demo agent's app id."""
     engine = create_engine(database_url, pool_size=1)
+    agent = state.client(DEMO_AGENT)
     try:
         await upgrade(engine)
-        agent = state.client(DEMO_AGENT)
+        if not demo_agent:
+            return agent.client_id
         registry = AgentRegistry(engine, SystemClock())
         expires = datetime.now(UTC) + timedelta(days=DEMO_AGENT_REGISTRATION_DAYS)
         await registry.register(
@@ -104,6 +108,7 @@ def instructions(
     lkps_script: str,
     *,
     livekit: LiveKitProcess | None,
+    demo_agent: bool = True,
 ) -> str:
     """The ready-to-paste commands; `lkps_script` is the `lkps` executable, made to work from anywhere."""
     backend = state.client(DEMO_BACKEND)
@@ -117,17 +122,24 @@ def instructions(
         if livekit
         else "LiveKit server: not running (see the line above)"
     )
-    agent_line = (
-        f"Demo agent worker: lkps agent run -- python -m lkps.demo_agent start   (log {state.dir / 'demo-agent.log'})"
-        if livekit
-        else "Demo agent worker: not running (it needs the LiveKit server)"
+    if not demo_agent:
+        agent_line = "Demo agent worker: off (--no-demo-agent); the demo agent is not registered"
+    elif livekit:
+        log = state.dir / "demo-agent.log"
+        agent_line = f"Demo agent worker: lkps agent run -- python -m lkps.demo_agent start   (log {log})"
+    else:
+        agent_line = "Demo agent worker: not running (it needs the LiveKit server)"
+    own_agent = (
+        f"{lkps_script} agent run --dev {state_flag} --agent NAME -- /path/to/venv/bin/python agent.py start"
     )
     return f"""
 lkps dev is running: {base_url}   (API docs: {base_url}/schema)
 Embedded Entra-compatible issuer: {authority}/{state.identity.tenant_id}/v2.0   (trust {state.ca_path})
 {livekit_line}
-Demo agent (registered, client authorization off): {agent_id}
+Demo agent (client authorization off): {agent_id}
 {agent_line}
+Your own agent: {lkps_script} dev agent add NAME {state_flag}   (prints its app id), then its stock worker:
+  {own_agent}
 Python client, as the demo backend service: {client.format(command="session start")} --agent {agent_id}
 (from any directory; or export LKPS_DEV_STATE_DIR={shlex.quote(str(state.dir))} and drop --state-dir)
 
@@ -136,7 +148,8 @@ TOKEN=$({token} --user alice)
 SESSION=$(curl -s -X POST {base_url}/api/session/start -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d {body}); echo "$SESSION"
 
-# 2. Or a backend service's token through the real client-credentials flow:
+# 2. Or start it as a backend service (no signed-in user): the demo backend's app-only token, through the
+#    real client-credentials flow, for the same session start as step 1:
 TOKEN=$(curl -s --cacert {state.ca_path} {token_url} \\
      -d grant_type=client_credentials -d client_id={backend.client_id} \\
      -d client_secret={backend.secret} -d scope={state.identity.api_uri}/.default \\
@@ -162,10 +175,12 @@ def running(
     issuer_port: int,
     livekit_port: int = DEFAULT_LIVEKIT_PORT,
     cors_origins: Sequence[str] | None = None,
+    *,
+    demo_agent: bool = True,
 ) -> Iterator[dict[str, str]]:
     """Hold the state directory, start the issuer, prepare the database, start LiveKit (when there is a
-    binary) with webhooks to lkps on `port`, and print the instructions; yield the gateway's environment
-    while lkps serves on `port`.
+    binary) with webhooks to lkps on `port`, start the demo agent's worker (unless `demo_agent` is off),
+    and print the instructions; yield the gateway's environment while lkps serves on `port`.
 
     The lock and the port checks come before anything is written, so a second `lkps dev` on the same
     state, or on a busy port, changes nothing of the one running.
@@ -182,9 +197,9 @@ def running(
             lock.acquire()  # a new state directory is created only once the ports are known to be free
         issuer = DevIssuer(DevState(state_dir), port=issuer_port).start()
         try:
-            (state_dir / "authority").write_text(issuer.authority)  # where `lkps dev token` finds it
+            (state_dir / AUTHORITY_FILE).write_text(issuer.authority)  # where the clients find the issuer
             base_url = f"http://127.0.0.1:{port}"
-            (state_dir / "url").write_text(base_url)  # where `lkps session start` finds this service
+            (state_dir / URL_FILE).write_text(base_url)  # and this service
             identity = issuer.state.identity
             livekit_config = LiveKitConfig(
                 port=livekit_port,
@@ -194,13 +209,21 @@ def running(
             )
             env = dev_environment(issuer.state, issuer.authority, cors_origins, livekit_config.url)
             env["LKPS_PUBLIC_URL"] = base_url  # registrations hand out ws://127.0.0.1:<port>/worker
-            agent_id = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
+            agent_id = asyncio.run(
+                prepare_database(issuer.state, env["LKPS_DATABASE_URL"], demo_agent=demo_agent)
+            )
             livekit = start_livekit(livekit_config, state_dir)
-            agent = start_demo_agent(state_dir, base_url) if livekit is not None else None
+            agent = start_demo_agent(state_dir, base_url) if livekit is not None and demo_agent else None
             try:
                 print(  # noqa: T201
                     instructions(
-                        issuer.state, issuer.authority, base_url, agent_id, lkps_script(), livekit=livekit
+                        issuer.state,
+                        issuer.authority,
+                        base_url,
+                        agent_id,
+                        lkps_script(),
+                        livekit=livekit,
+                        demo_agent=demo_agent,
                     )
                 )
                 yield env
