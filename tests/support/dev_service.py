@@ -105,10 +105,13 @@ def wait_for_demo_agent(log: Path, timeout: float = 90.0) -> None:
 
 
 @contextmanager
-def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService]:
-    """Start `lkps dev` in `directory` (output in `lkps-dev.log` there) and stop it afterwards."""
+def running_dev_service(directory: Path, spa_origin: str, *, demo_agent: bool = True) -> Iterator[DevService]:
+    """Start `lkps dev` in `directory` (output in `lkps-dev.log` there), with `--no-demo-agent` unless
+    `demo_agent`, and stop it afterwards."""
     port = free_port()
     command = [sys.executable, "-m", "gateway.cli", "dev", "--port", str(port)]
+    if not demo_agent:
+        command.append("--no-demo-agent")
     livekit_port = free_port_run(3)
     command += ["--issuer-port", str(free_port()), "--livekit-port", str(livekit_port)]
     command += ["--cors-origin", spa_origin]
@@ -122,7 +125,7 @@ def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService
             url = f"http://127.0.0.1:{port}"
             wait_for(f"{url}/api/health/ready")
             state = DevState(directory / ".lkps-dev")
-            if binary:
+            if binary and demo_agent:
                 wait_for_demo_agent(state.dir / "demo-agent.log")
             yield DevService(directory, url, spa_origin, f"ws://127.0.0.1:{livekit_port}", state)
         finally:
