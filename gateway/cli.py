@@ -164,9 +164,8 @@ def _run_dev(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         args.livekit_port,
         args.cors_origin,
         demo_agent=args.demo_agent,
-    ) as env:
-        os.environ.update(env)  # granian's workers build the app from the environment, like `serve`
-        return _serve("127.0.0.1", args.port, 1, os.environ)
+    ) as dev:
+        return dev.serve(args.port)
 
 
 def _serve(host: str, port: int, workers: int, environ: Mapping[str, str]) -> int:

@@ -12,17 +12,21 @@ import asyncio
 import os
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from authz.clock import SystemClock
 from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DEMO_OPERATOR, DevIssuer, DevState
 from gateway.dev_agent import NO_AGENTS_PACKAGE, DemoAgent, agents_installed
-from gateway.dev_livekit import LiveKitConfig, LiveKitNotReady, LiveKitProcess, find_binary
+from gateway.dev_livekit import LiveKitConfig, LiveKitNotReady, LiveKitProcess, die_with_parent, find_binary
 from gateway.dev_state import StateLock
 from gateway.persistence.agents import AgentRegistry, NewRegistration
 from gateway.persistence.db import create_engine
@@ -32,6 +36,7 @@ from lkps.commands import CommandError, ExitCode
 from lkps.dev_state import AUTHORITY_FILE, URL_FILE
 
 DEMO_AGENT_REGISTRATION_DAYS = 30
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Where examples/spa's dev server listens, under both loopback spellings a browser may be pointed at.
 SPA_EXAMPLE_ORIGINS = ("http://127.0.0.1:5173", "http://localhost:5173")
 DEFAULT_LIVEKIT_PORT = 7880  # LiveKit's own default; media on the next two ports
@@ -168,6 +173,44 @@ curl -s -X DELETE {base_url}/api/session/$ROOM -H "Authorization: Bearer $({toke
 """
 
 
+@dataclass(frozen=True, slots=True)
+class DevRun:
+    """A running `lkps dev`: the gateway's environment, and how to stop the workers it started."""
+
+    environment: dict[str, str]  # the gateway's LKPS_* settings
+    demo_agent: DemoAgent | None
+
+    def serve(self, port: int) -> int:
+        """`lkps serve` on 127.0.0.1:`port` with this environment until SIGINT or SIGTERM, then stop the demo
+        agent's worker first and lkps after it.
+
+        lkps runs in a session of its own: a terminal's Ctrl-C reaches the whole foreground process group, and
+        granian's workers would stop at once, cutting off the demo agent's relayed connection while it drains
+        (it then logs failed reconnects).
+        """
+        stop = threading.Event()
+        handlers = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in STOP_SIGNALS}
+        try:
+            server = subprocess.Popen(  # noqa: S603 - this interpreter's own lkps
+                [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=os.environ | self.environment,
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
+            )
+            while server.poll() is None and not stop.wait(0.2):
+                pass
+            if server.poll() is not None:
+                return server.returncode  # lkps stopped by itself: its own line said why
+            if self.demo_agent is not None:
+                self.demo_agent.stop()
+            server.terminate()
+            server.wait()
+            return ExitCode.OK
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+
+
 @contextmanager
 def running(
     state_dir: Path,
@@ -177,10 +220,11 @@ def running(
     cors_origins: Sequence[str] | None = None,
     *,
     demo_agent: bool = True,
-) -> Iterator[dict[str, str]]:
+) -> Iterator[DevRun]:
     """Hold the state directory, start the issuer, prepare the database, start LiveKit (when there is a
     binary) with webhooks to lkps on `port`, start the demo agent's worker (unless `demo_agent` is off),
-    and print the instructions; yield the gateway's environment while lkps serves on `port`.
+    and print the instructions; yield the gateway's environment (and the workers) while lkps serves on
+    `port`.
 
     The lock and the port checks come before anything is written, so a second `lkps dev` on the same
     state, or on a busy port, changes nothing of the one running.
@@ -226,7 +270,7 @@ def running(
                         demo_agent=demo_agent,
                     )
                 )
-                yield env
+                yield DevRun(env, agent)
             finally:
                 if agent is not None:
                     agent.stop()
