@@ -67,10 +67,16 @@ async function main(): Promise<void> {
     $("#error").textContent = "";
     auth.signIn().catch(fail);
   };
+  $("#sign-out").onclick = () => {
+    $("#error").textContent = "";
+    auth.signOut().catch(fail);
+  };
   if (account) {
     $("#account").textContent = `Signed in as ${account.name} (${account.username}).`;
     $("#account").dataset.signedIn = "true";
-    $<HTMLButtonElement>("#sign-in").disabled = true;
+    // One account at a time: signed in, the way out replaces the way in.
+    $("#sign-in").hidden = true;
+    $("#sign-out").hidden = false;
   }
   const run = (button: string, panel: string, start: (token: string) => Promise<Started>) => {
     $<HTMLButtonElement>(button).disabled = !account;
