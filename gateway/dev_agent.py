@@ -24,7 +24,7 @@ READY_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0
 NO_AGENTS_PACKAGE = (
     "lkps dev: livekit-agents is not installed, so no demo agent runs (sessions get no agent); "
-    'install it with: pip install "lkps-client[agents]"'
+    "install it in lkps's virtualenv with: pip install './client[agents]' (from the repository)"
 )
 
 
