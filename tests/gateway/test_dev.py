@@ -380,6 +380,10 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
             printed += process.stdout.readline()
         blocks = re.split(r"\n# \d\. [^\n]*\n", printed)[1:]
         assert len(blocks) == 5
+        # What each token is for, and the way to an agent of one's own.
+        assert "as a backend service (no signed-in user)" in printed
+        assert "dev agent add NAME" in printed
+        assert "agent run --dev --state-dir" in printed
         session = subprocess.run(
             ["bash", "-c", blocks[0]], capture_output=True, text=True, check=True, cwd=tmp_path
         )
