@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,13 @@ import pytest
 
 from lkps.dev_state import AGENT_NAME_RULE
 from tests.support.client_venv import build_client_wheel, client_only_venv
-from tests.support.dev_service import DevService, clean_environment, free_port, running_dev_service
+from tests.support.dev_service import (
+    DevService,
+    clean_environment,
+    free_port,
+    lkps_command,
+    running_dev_service,
+)
 from tests.support.livekit import verify_python
 from tests.support.livekit_server import Participant, require_livekit
 
@@ -41,19 +46,6 @@ def dev_without_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevSe
         tmp_path_factory.mktemp("lkps-dev"), f"http://127.0.0.1:{free_port()}", demo_agent=False
     ) as service:
         yield service
-
-
-def server_lkps(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The server's `lkps` (where `lkps dev` is installed)."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=cwd,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def fresh_shell(**extra: str) -> dict[str, str]:
@@ -128,19 +120,19 @@ def test_agent_add_is_idempotent_and_lists_every_agent(dev_without_demo: DevServ
     """Adding a name twice prints the same app id; `agent list` names it and the demo agent; a bad name is
     one line that says what a name may hold."""
     state = ("--state-dir", str(dev_without_demo.state.dir))
-    first = server_lkps("dev", "agent", "add", "weather", *state, cwd=tmp_path)
-    again = server_lkps("dev", "agent", "add", "weather", *state, cwd=tmp_path)
+    first = lkps_command("dev", "agent", "add", "weather", *state, cwd=tmp_path)
+    again = lkps_command("dev", "agent", "add", "weather", *state, cwd=tmp_path)
     assert first.returncode == again.returncode == 0, first.stderr
     assert first.stdout == again.stdout
     assert "lkps agent run --dev" in first.stderr
     listed = dict(
         line.split("\t")
-        for line in server_lkps("dev", "agent", "list", *state, cwd=tmp_path).stdout.split("\n")
+        for line in lkps_command("dev", "agent", "list", *state, cwd=tmp_path).stdout.split("\n")
         if line
     )
     assert listed["weather"] == first.stdout.strip()
     assert listed["demo"] == dev_without_demo.agent_id
-    refused = server_lkps("dev", "agent", "add", "Weather_Bot", *state, cwd=tmp_path)
+    refused = lkps_command("dev", "agent", "add", "Weather_Bot", *state, cwd=tmp_path)
     assert refused.returncode == 64
     assert refused.stderr.splitlines() == [f"lkps: agent name 'Weather_Bot': use {AGENT_NAME_RULE}"]
 
@@ -153,7 +145,7 @@ def test_own_worker_from_the_light_client_gets_its_agents_session_only(
     state = str(dev_without_demo.state.dir)
     ids = {}
     for name in ("weather", "billing"):
-        added = server_lkps("dev", "agent", "add", name, "--state-dir", state, cwd=tmp_path)
+        added = lkps_command("dev", "agent", "add", name, "--state-dir", state, cwd=tmp_path)
         assert added.returncode == 0, added.stderr
         ids[name] = added.stdout.strip()
     weather, billing = team_worker("weather"), team_worker("billing")  # type: ignore[operator]
@@ -161,23 +153,11 @@ def test_own_worker_from_the_light_client_gets_its_agents_session_only(
     billing.wait_until_registered()
     assert f"registered agent {ids['weather']}" in weather.log.read_text()
 
-    started = subprocess.run(
-        [
-            str(client_scripts / "lkps"),
-            "session",
-            "start",
-            "--dev",
-            "--state-dir",
-            state,
-            "--agent",
-            ids["weather"],
-        ],
+    started = lkps_command(
+        *("session", "start", "--dev", "--state-dir", state, "--agent", ids["weather"]),
         cwd=tmp_path,
+        program=(str(client_scripts / "lkps"),),  # the light client's own `lkps`
         env=fresh_shell(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert started.returncode == 0, started.stderr
     session = json.loads(started.stdout)

@@ -93,6 +93,25 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LKPS_")}
 
 
+SERVER_LKPS = (sys.executable, "-m", "gateway.cli")  # the `lkps` where the server is installed
+
+
+def lkps_command(
+    *args: str, cwd: Path, program: tuple[str, ...] = SERVER_LKPS, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `lkps` (the server's, unless `program` is another one) as a user would, with no `LKPS_*`
+    variable unless `env` is given."""
+    return subprocess.run(
+        [*program, *args],
+        cwd=cwd,
+        env=clean_environment() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def wait_for_demo_agent(log: Path, timeout: float = 90.0) -> None:
     """Until the demo agent's worker has registered with LiveKit through lkps's relay: LiveKit dispatches
     a room's agent once, when the room starts, and never again to a worker that registers later."""
