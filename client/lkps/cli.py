@@ -251,10 +251,10 @@ def run_client_command(args: argparse.Namespace, environ: Mapping[str, str] = os
         with client:
             result = args.client_command(client, args, dev)
     except (ConnectionFailed, CredentialError) as error:
-        if dev:
-            hint = f"is `lkps dev` running with its state in {state_dir(args, environ)}?"
-        elif isinstance(error, ConnectionFailed):
+        if isinstance(error, ConnectionFailed) and (args.url or not dev):
             hint = "is lkps running there? (--url)"
+        elif dev:
+            hint = f"is `lkps dev` running with its state in {state_dir(args, environ)}?"
         else:
             hint = "check the Entra settings (LKPS_CLIENT_*)"
         raise CommandError(ExitCode.UNREACHABLE, f"{error.message}\n  {hint}") from None
