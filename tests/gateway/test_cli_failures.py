@@ -44,8 +44,11 @@ def assert_short_failure(result: subprocess.CompletedProcess[str], code: ExitCod
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file of a state directory but the logs, which its running LiveKit and demo agent keep writing."""
     return {
-        str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in directory.rglob("*")
+        if path.is_file() and path.suffix != ".log"
     }
 
 
