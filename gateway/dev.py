@@ -121,7 +121,15 @@ def instructions(
     token = f"{lkps_script} dev token {state_flag}"
     client = f"{lkps_script} {{command}} {state_flag}"
     token_url = f"{authority}/{state.identity.tenant_id}/oauth2/v2.0/token"
-    body = shlex.quote(f'{{"agent_entra_app_id": "{agent_id}", "metadata": {{"language": "en"}}}}')
+    if demo_agent:
+        body = shlex.quote(f'{{"agent_entra_app_id": "{agent_id}", "metadata": {{"language": "en"}}}}')
+        pick_agent, session_agent = "", agent_id
+    else:  # the session goes to an agent of the team's, once its worker runs
+        body = '"{\\"agent_entra_app_id\\": \\"$AGENT\\", \\"metadata\\": {\\"language\\": \\"en\\"}}"'
+        pick_agent = (
+            f"AGENT=$({lkps_script} dev agent add my-agent {state_flag})   # run its worker first (above)\n"
+        )
+        session_agent = "$AGENT"
     livekit_line = (
         f"LiveKit server: {livekit.config.url}   (webhooks to lkps; log {livekit.log_path})"
         if livekit
@@ -145,11 +153,11 @@ Demo agent (client authorization off): {agent_id}
 {agent_line}
 Your own agent: {lkps_script} dev agent add NAME {state_flag}   (prints its app id), then its stock worker:
   {own_agent}
-Python client, as the demo backend service: {client.format(command="session start")} --agent {agent_id}
+Python client, as the demo backend service: {client.format(command="session start")} --agent {session_agent}
 (from any directory; or export LKPS_DEV_STATE_DIR={shlex.quote(str(state.dir))} and drop --state-dir)
 
 # 1. A user token (what an MSAL SPA would hold), then start a session:
-TOKEN=$({token} --user alice)
+{pick_agent}TOKEN=$({token} --user alice)
 SESSION=$(curl -s -X POST {base_url}/api/session/start -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d {body}); echo "$SESSION"
 

@@ -25,7 +25,7 @@ from authz.dev_login import CODE_LIFETIME_SECONDS, BrowserLogin, LoginRefused
 from authz.entra import build_validator
 from authz.jwks import build_http_client
 from config import Settings
-from gateway.dev import DEMO_BACKEND, dev_environment
+from gateway.dev import DEMO_BACKEND, dev_environment, instructions
 from lkps.dev_state import DevStateError, read_identity
 from tests.support.dev_service import clean_environment, free_port, wait_for
 
@@ -437,3 +437,27 @@ def test_dev_allows_both_loopback_spellings_of_the_example(tmp_path: Path) -> No
         "http://127.0.0.1:5173",
         "http://localhost:5173",
     )
+
+
+def test_without_the_demo_agent_the_printed_session_start_names_the_teams_agent(tmp_path: Path) -> None:
+    """With --no-demo-agent, step 1 adds an agent of the team's and starts the session with it (the shell
+    expands its app id in the body), rather than with the demo agent, which is not registered."""
+    state = DevState(tmp_path / "state")
+    printed = instructions(
+        state,
+        "https://127.0.0.1:8001",
+        "http://127.0.0.1:8000",
+        "demo-id",
+        "lkps",
+        livekit=None,
+        demo_agent=False,
+    )
+    step = re.split(r"\n# \d\. [^\n]*\n", printed)[1]
+    assert "AGENT=$(lkps dev agent add my-agent --state-dir" in step
+    assert "demo-id" not in step
+    body = subprocess.run(
+        ["bash", "-c", "AGENT=the-id; printf %s " + step.split(" -d ", 1)[1].split(")", 1)[0]],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert json.loads(body) == {"agent_entra_app_id": "the-id", "metadata": {"language": "en"}}
+    assert "Demo agent worker: off (--no-demo-agent)" in printed
