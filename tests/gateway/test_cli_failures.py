@@ -44,11 +44,12 @@ def assert_short_failure(result: subprocess.CompletedProcess[str], code: ExitCod
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file of a state directory but the logs, which its running LiveKit and demo agent keep writing."""
+    """Every file of a state directory but those its running servers keep writing: the logs, and lkps's
+    database (LiveKit's webhooks of earlier rooms, the demo agent's renewals)."""
     return {
         str(path.relative_to(directory)): path.read_bytes()
         for path in directory.rglob("*")
-        if path.is_file() and path.suffix != ".log"
+        if path.is_file() and path.suffix != ".log" and not path.name.startswith("lkps.db")
     }
 
 
