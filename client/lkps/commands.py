@@ -18,7 +18,7 @@ DEFAULT_STATE_DIR = Path(".lkps-dev")
 
 
 class ExitCode(IntEnum):
-    """The exit status of every `lkps` command; each expected failure has its own (see the README)."""
+    """The exit status of every `lkps` command; each expected failure has its own (docs/reference/cli.md)."""
 
     OK = 0
     REFUSED = 1  # lkps answered with an error (its error JSON is on stderr)

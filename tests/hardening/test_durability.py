@@ -101,7 +101,7 @@ def test_sigkill_mid_load_loses_no_acknowledged_session_and_records_no_refused_o
             assert strays == set(), f"rows for requests that were refused or never sent: {sorted(strays)[:5]}"
             assert not set(counts) & set(outcomes.refused)
             committed_unanswered = len(set(counts) & outcomes.unanswered)
-            print(  # noqa: T201 - the drill's figures, for the README (pytest -s)
+            print(  # noqa: T201 - the drill's figures, for docs/security/hardening.md (pytest -s)
                 f"durability ({db}): {len(outcomes.ok)} answered 200, {len(outcomes.refused)} refused, "
                 f"{len(outcomes.unanswered)} unanswered at the kill ({committed_unanswered} of them committed)"
             )

@@ -1,6 +1,6 @@
 """The short soak that runs in CI: `bench/soak.py`'s mixed traffic for a dozen seconds against a real
 `lkps serve` (PostgreSQL when LKPS_TEST_POSTGRES_URL is set, else SQLite). The ten-minute run and its last
-results are in the README ("Hardening")."""
+results are in docs/security/hardening.md."""
 
 from __future__ import annotations
 

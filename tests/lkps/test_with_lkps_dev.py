@@ -1,4 +1,5 @@
-"""The backend and agent teams' README paths, end to end against a running `lkps dev`."""
+"""The backend and agent teams' documented paths (docs/clients, docs/agents), end to end against a
+running `lkps dev`."""
 
 from __future__ import annotations
 
