@@ -142,7 +142,9 @@ def running_dev_service(directory: Path, spa_origin: str, *, demo_agent: bool = 
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_for(f"{url}/api/health/ready")
+            # Most of a start is the server's worker importing the app: about 5 s alone, 20-40 s on a
+            # machine shared with other test runs.
+            wait_for(f"{url}/api/health/ready", timeout=60)
             state = DevState(directory / ".lkps-dev")
             if binary and demo_agent:
                 wait_for_demo_agent(state.dir / "demo-agent.log")
