@@ -222,7 +222,7 @@ def test_ctrl_c_stops_the_demo_agent_before_lkps(tmp_path: Path) -> None:
             start_new_session=True,  # its own group, as a foreground job's in a terminal
         )
         try:
-            wait_for(f"http://127.0.0.1:{port}/api/health/ready")
+            wait_for(f"http://127.0.0.1:{port}/api/health/ready", timeout=60)  # as running_dev_service
             wait_for_demo_agent(tmp_path / ".lkps-dev" / "demo-agent.log")
             os.killpg(process.pid, signal.SIGINT)
             assert process.wait(timeout=60) == 0
