@@ -442,7 +442,8 @@ async def test_a_staging_and_a_default_worker_each_get_only_their_deployments_jo
     staging = run_worker(credentials, credentials["agent_name"], LIVEKIT_AGENT_DEPLOYMENT="staging")
     default = run_worker(credentials, credentials["agent_name"])
     for worker in (staging, default):
-        await wait_for(lambda w=worker: "registered worker" in w.log_text(), 30, "both workers to register")
+        # Two workers importing livekit-agents at once: a start of minutes on a busy machine.
+        await wait_for(lambda w=worker: "registered worker" in w.log_text(), 120, "both workers to register")
     # First, while both workers are idle: no deployment falls back to another one's workers.
     nobodys = await relay.start_session(agent.client_id, deployment="canary")
     async with join(nobodys) as joined:
