@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,9 +35,20 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "tests" / "examples" / "spa-c
 pytestmark = pytest.mark.slow
 
 
+# config.json is served this late, as over a slow network, so that every run clicks Sign in while the page
+# is still setting up: the page must take no click it cannot act on yet (such a click would be lost).
+CONFIG_DELAY_SECONDS = 1.0
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         """Keep test output quiet."""
+
+    def do_GET(self) -> None:
+        """Serve the file, config.json only after CONFIG_DELAY_SECONDS."""
+        if urlsplit(self.path).path.endswith("/config.json"):
+            time.sleep(CONFIG_DELAY_SECONDS)
+        super().do_GET()
 
 
 @contextmanager

@@ -219,6 +219,24 @@ class TestAgents:
         again = await admin.post(f"/agents/{AGENT_ID}/unrevoke")
         assert again.json()["was_revoked"] is False
 
+    async def test_unrevoking_one_agent_leaves_the_others_revoked(self, admin: Admin) -> None:
+        """With two agents revoked, unrevoking one lets only that one register: the other is still refused
+        (403 agent_revoked) and still listed as revoked."""
+        gateway = admin.gateway
+        for agent_id in (AGENT_ID, OTHER_AGENT):
+            await gateway.register_agent(agent_id)
+            assert (await admin.post(f"/agents/{agent_id}/revoke")).status_code == 200
+        assert (await admin.post(f"/agents/{AGENT_ID}/unrevoke")).json()["was_revoked"] is True
+        await gateway.register_agent(AGENT_ID)
+        refused = await gateway.client.post(
+            "/api/agent/register",
+            headers={"Authorization": f"Bearer {gateway.agent_token(OTHER_AGENT)}"},
+            json={},
+        )
+        assert_error(refused, 403, "agent_revoked")
+        states = {agent["agent_app_id"]: agent["state"] for agent in (await admin.ok("/agents"))["agents"]}
+        assert states == {AGENT_ID: "connected", OTHER_AGENT: "revoked"}
+
     async def test_an_agent_can_be_revoked_before_it_ever_registers(self, admin: Admin) -> None:
         """Revoking an unknown agent blocks it pre-emptively and lists it as revoked."""
         await admin.post(f"/agents/{OTHER_AGENT}/revoke")

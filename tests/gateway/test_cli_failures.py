@@ -43,13 +43,20 @@ def assert_short_failure(result: subprocess.CompletedProcess[str], code: ExitCod
         assert needle in result.stderr
 
 
-def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file of a state directory but those its running servers keep writing: the logs, and lkps's
-    database (LiveKit's webhooks of earlier rooms, the demo agent's renewals)."""
+def _written_while_running(path: Path) -> bool:
+    """The running `lkps dev`'s own output: its logs (the demo agent's, LiveKit's) and its SQLite database
+    with the WAL and shared-memory files SQLite keeps beside it."""
+    return path.suffix == ".log" or path.name.startswith("lkps.db")
+
+
+def state_files(directory: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file of a dev state a second `lkps dev` could change (the lock and its holder, the issuer's
+    identity, keys and certificates, the service's addresses, LiveKit's configuration): modification time
+    and content."""
     return {
-        str(path.relative_to(directory)): path.read_bytes()
+        str(path.relative_to(directory)): (path.stat().st_mtime_ns, path.read_bytes())
         for path in directory.rglob("*")
-        if path.is_file() and path.suffix != ".log" and not path.name.startswith("lkps.db")
+        if path.is_file() and not _written_while_running(path)
     }
 
 
@@ -64,14 +71,16 @@ class TestBusyPortsAndTheStateLock:
         self, lkps_dev: DevService, tmp_path: Path
     ) -> None:
         """A second `lkps dev` on a running one's state directory (even on free ports) exits 6 and leaves
-        every file of that state as it was; the running one still issues tokens that work."""
-        before = snapshot(lkps_dev.state.dir)
+        every file of that state as it was (the running one's logs and database aside, which it writes
+        itself); the running one still issues tokens that work."""
+        before = state_files(lkps_dev.state.dir)
+        assert {"lock", "identity.json", "authority", "url"} <= set(before)
         result = lkps(
             "dev", "--port", str(free_port()), "--issuer-port", str(free_port()),
             "--state-dir", str(lkps_dev.state.dir), cwd=tmp_path,
         )  # fmt: skip
         assert_short_failure(result, ExitCode.DEV_STATE, "another `lkps dev`", "--state-dir")
-        assert snapshot(lkps_dev.state.dir) == before
+        assert state_files(lkps_dev.state.dir) == before
         token = lkps("dev", "token", "--state-dir", str(lkps_dev.state.dir), cwd=tmp_path)
         assert token.returncode == 0, token.stderr
         assert token.stdout.count(".") == 2

@@ -373,7 +373,7 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        wait_for(f"http://127.0.0.1:{port}/api/health/ready", timeout=60)  # as running_dev_service
+        wait_for(f"http://127.0.0.1:{port}/api/health/ready", process)
         assert process.stdout is not None
         printed = ""
         while "# 5." not in printed or "-X DELETE" not in printed.rstrip().splitlines()[-1]:

@@ -174,7 +174,7 @@ def test_dev_mode_without_a_binary_says_so_in_one_line_and_carries_on(tmp_path: 
     with (tmp_path / "dev.log").open("w") as log:
         process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(f"http://127.0.0.1:{port}/api/health/ready")
+            wait_for(f"http://127.0.0.1:{port}/api/health/ready", process)
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -222,8 +222,8 @@ def test_ctrl_c_stops_the_demo_agent_before_lkps(tmp_path: Path) -> None:
             start_new_session=True,  # its own group, as a foreground job's in a terminal
         )
         try:
-            wait_for(f"http://127.0.0.1:{port}/api/health/ready", timeout=60)  # as running_dev_service
-            wait_for_demo_agent(tmp_path / ".lkps-dev" / "demo-agent.log")
+            wait_for(f"http://127.0.0.1:{port}/api/health/ready", process)
+            wait_for_demo_agent(tmp_path / ".lkps-dev" / "demo-agent.log", process)
             os.killpg(process.pid, signal.SIGINT)
             assert process.wait(timeout=60) == 0
         finally:

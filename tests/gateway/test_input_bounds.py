@@ -113,6 +113,14 @@ class TestJsonDepth:
         response = await gateway.start(body={"agent_entra_app_id": AGENT_ID, "metadata": metadata})
         assert response.status_code == 200, response.text
 
+    @pytest.mark.parametrize(("depth", "status"), [(MAX_JSON_DEPTH, 200), (MAX_JSON_DEPTH + 1, 400)])
+    async def test_the_depth_limit_is_exact(self, gateway: Gateway, depth: int, status: int) -> None:
+        """A body nested exactly as deep as the limit starts a session; one level more is a 400."""
+        # The body and its metadata object are two levels: the lists inside make up the rest.
+        body = {"agent_entra_app_id": AGENT_ID, "metadata": {"deep": nested(depth - 2)}}
+        response = await gateway.start(body=body)
+        assert response.status_code == status, response.text
+
     async def test_a_body_that_is_not_utf8_is_refused(self, gateway: Gateway) -> None:
         """Invalid UTF-8 inside a JSON string is a 400, not a decoding crash."""
         response = await gateway.client.post(
@@ -195,6 +203,9 @@ class TestControlCharacters:
             {"description": "a\u0000b"},
             {"description": "escape \u001b[31m"},
             {"description": "next line\u0085"},
+            {"display_name": "delete\u007f"},
+            {"display_name": "next line\u0085"},
+            {"agent_version": "1.0\u009f"},
         ],
     )
     async def test_a_registration_with_control_characters_is_400(
@@ -209,6 +220,23 @@ class TestControlCharacters:
         message = assert_error(response, 400, "invalid_request")["message"]
         assert f'"{next(iter(body))}" must be text without control characters' in message
         assert await rows(gateway) == before
+
+    async def test_the_characters_around_the_control_ranges_are_text(self, gateway: Gateway) -> None:
+        """The neighbours of the refused ranges (space, "~", no-break space, "é") are stored as sent."""
+        name = " ~\u00a0\u00e9"
+        response = await gateway.client.post(
+            "/api/agent/register",
+            json={"display_name": name},
+            headers={"Authorization": f"Bearer {gateway.agent_token()}"},
+        )
+        assert response.status_code == 200, response.text
+        async with gateway.db.connect() as conn:
+            stored = await conn.scalar(
+                select(agent_registrations.c.display_name).where(
+                    agent_registrations.c.id == response.json()["registration_id"]
+                )
+            )
+        assert stored == name
 
     async def test_multi_line_text_keeps_its_lines(self, gateway: Gateway) -> None:
         """A description and a revocation reason may span lines (tab, LF, CR); they are stored as sent."""

@@ -9,10 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 from cryptography import x509
@@ -47,16 +48,32 @@ def free_port_run(count: int = 3) -> int:
     raise AssertionError("no run of free ports found")
 
 
-def wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
+# Only against a hang: a starting process is waited for as long as it lives, however loaded the machine is
+# (`lkps dev` can take more than 30 s to start on a loaded machine), and given up on once it exits.
+HANG_GUARD_SECONDS = 600.0
+
+
+def _until(done: Callable[[], bool], process: subprocess.Popen[Any], what: str) -> None:
+    """Poll `done` until it holds; fail at once, naming `what`, when `process` exits first."""
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
+    while not done():
+        if process.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {process.returncode} first")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still not there after {HANG_GUARD_SECONDS:.0f} s (hung?)")
         time.sleep(0.2)
-    raise AssertionError(f"{url} did not become ready")
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.RequestException:  # refused while starting, or slow to answer on a loaded machine
+        return False
+
+
+def wait_for(url: str, process: subprocess.Popen[Any]) -> None:
+    """Until `url` answers 200, while `process` (the server behind it) runs."""
+    _until(lambda: _answers_200(url), process, f"{url} did not become ready")
 
 
 @dataclass(frozen=True)
@@ -112,15 +129,15 @@ def lkps_command(
     )
 
 
-def wait_for_demo_agent(log: Path, timeout: float = 90.0) -> None:
-    """Until the demo agent's worker has registered with LiveKit through lkps's relay: LiveKit dispatches
-    a room's agent once, when the room starts, and never again to a worker that registers later."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and '"registered worker"' in log.read_text():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the demo agent did not register within {timeout:.0f} s; see {log}")
+def wait_for_demo_agent(log: Path, process: subprocess.Popen[Any]) -> None:
+    """Until the demo agent's worker has registered with LiveKit through lkps's relay (`process` is the
+    `lkps dev` that runs it): LiveKit dispatches a room's agent once, when the room starts, and never again
+    to a worker that registers later."""
+    _until(
+        lambda: log.exists() and '"registered worker"' in log.read_text(),
+        process,
+        f"the demo agent did not register; see {log}",
+    )
 
 
 @contextmanager
@@ -142,12 +159,10 @@ def running_dev_service(directory: Path, spa_origin: str, *, demo_agent: bool = 
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            # Most of a start is the server's worker importing the app: about 5 s alone, 20-40 s on a
-            # machine shared with other test runs.
-            wait_for(f"{url}/api/health/ready", timeout=60)
+            wait_for(f"{url}/api/health/ready", process)
             state = DevState(directory / ".lkps-dev")
             if binary and demo_agent:
-                wait_for_demo_agent(state.dir / "demo-agent.log")
+                wait_for_demo_agent(state.dir / "demo-agent.log", process)
             yield DevService(directory, url, spa_origin, f"ws://127.0.0.1:{livekit_port}", state)
         finally:
             process.terminate()

@@ -37,6 +37,8 @@ try {
   page.on("pageerror", (error) => console_.push(`pageerror: ${error.message}`));
   await page.goto(url);
   const shownError = () => page.textContent("#error");
+  // The click waits until the page enables the button, which it does once the button has its handler:
+  // clicking as soon as the page has loaded would be lost while MSAL is still being set up.
   await page.click("#sign-in");
   // Off to the issuer's authorize endpoint and back with a code, which MSAL redeems; or a failure shown.
   await page.waitForSelector("#account[data-signed-in], #error:not(:empty)", { timeout: 30_000 });

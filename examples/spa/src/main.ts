@@ -71,6 +71,8 @@ async function main(): Promise<void> {
     $("#error").textContent = "";
     auth.signOut().catch(fail);
   };
+  // The button is disabled in the page until here: a click before it has a handler would be lost.
+  $<HTMLButtonElement>("#sign-in").disabled = false;
   if (account) {
     $("#account").textContent = `Signed in as ${account.name} (${account.username}).`;
     $("#account").dataset.signedIn = "true";
