@@ -21,17 +21,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevIssuer, DevState
 from gateway.dev import dev_environment, prepare_database
 from gateway.persistence.db import create_engine
-from gateway.persistence.tables import sessions
+from gateway.persistence.tables import sessions, worker_presence
 
 DEFAULT_POSTGRES_URL = os.environ.get(
     "LKPS_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -170,6 +171,27 @@ class Server:
                 self.kill()
 
 
+async def seed_presence(database_url: str, agent: str) -> None:
+    """Record a worker of `agent` as connected on a replica that never goes stale: session starts to it then
+    succeed with no worker running, for benchmarks and tests about everything but the agent in the room."""
+    engine = create_engine(database_url, pool_size=1)
+    forever = datetime.now(UTC) + timedelta(days=3650)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(worker_presence).values(
+                    connection_id=str(uuid.uuid4()),
+                    agent_app_id=agent,
+                    deployment="",
+                    replica="bench-harness",
+                    registered_at=datetime.now(UTC),
+                    seen_at=forever,
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
 @dataclass
 class Deployment:
     """The dev issuer, the environment of a gateway pointed at it, and a migrated database with the demo
@@ -190,7 +212,9 @@ class Deployment:
         *,
         synchronous_commit: str = "on",
         extra_env: dict[str, str] | None = None,
+        demo_worker: bool = True,
     ) -> Deployment:
+        """With `demo_worker`, the demo agent counts as having a worker connected (see `seed_presence`)."""
         issuer = DevIssuer(DevState(work / "state")).start()
         env = dev_environment(issuer.state, issuer.authority)
         postgres_server = None
@@ -200,6 +224,8 @@ class Deployment:
         env["LKPS_LOG_FORMAT"] = "json"
         env.update(extra_env or {})
         agent = asyncio.run(prepare_database(issuer.state, env["LKPS_DATABASE_URL"]))
+        if demo_worker:
+            asyncio.run(seed_presence(env["LKPS_DATABASE_URL"], agent))
         return cls(work, issuer, env, agent, postgres_server)
 
     @property

@@ -189,6 +189,24 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "refused stock worker retries once per period",
             ),
             Setting(
+                "LKPS_WORKER_PRESENCE_GRACE_SECONDS",
+                "how long a worker still counts as connected after its connection ended: session starts need "
+                "a connected worker ([Presence and dispatch](../agents/presence-and-dispatch.md))",
+            ),
+            Setting(
+                "LKPS_AGENT_JOIN_TIMEOUT_SECONDS",
+                "how long after the user's join (or a dispatch) an agent must have joined before lkps "
+                "dispatches it again",
+            ),
+            Setting(
+                "LKPS_AGENT_DISPATCH_ATTEMPTS",
+                "dispatches per session in all, the room's own included; then the agent is `unavailable`",
+            ),
+            Setting(
+                "LKPS_MAX_SESSION_SECONDS",
+                "a session's age at which lkps deletes its room and ends it (`max_duration`); 0: no limit",
+            ),
+            Setting(
                 "LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT",
                 "relayed worker connections one agent may hold on one replica; beyond, handshakes get 429 "
                 "with `Retry-After`",

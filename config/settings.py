@@ -106,6 +106,10 @@ class Settings:
     public_url: str | None = None  # lkps's own base URL as workers reach it; None: from a loopback request
     worker_check_interval_seconds: float = 2.0
     worker_refusal_hold_seconds: float = 30.0
+    worker_presence_grace_seconds: float = 15.0
+    agent_join_timeout_seconds: float = 20.0
+    agent_dispatch_attempts: int = 3
+    max_session_seconds: int = 14400  # 0: sessions have no age limit
     worker_max_connections_per_agent: int = 100
     worker_handshakes_per_minute: int = 120
     worker_key_grace_seconds: int = 3600
@@ -388,6 +392,12 @@ class _Parser:
                 "LKPS_WORKER_CHECK_INTERVAL_SECONDS", 2.0, float, 0.1, 4
             ),
             worker_refusal_hold_seconds=self.number("LKPS_WORKER_REFUSAL_HOLD_SECONDS", 30.0, float, 1, 600),
+            worker_presence_grace_seconds=self.number(
+                "LKPS_WORKER_PRESENCE_GRACE_SECONDS", 15.0, float, 0, 3600
+            ),
+            agent_join_timeout_seconds=self.number("LKPS_AGENT_JOIN_TIMEOUT_SECONDS", 20.0, float, 1, 600),
+            agent_dispatch_attempts=self.number("LKPS_AGENT_DISPATCH_ATTEMPTS", 3, int, 1, 20),
+            max_session_seconds=self.number("LKPS_MAX_SESSION_SECONDS", 14400, int, 0, 30 * 86400),
             worker_max_connections_per_agent=self.number(
                 "LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT", 100, int, 1, 100_000
             ),

@@ -30,7 +30,9 @@ class SessionView(msgspec.Struct):
     token_expires_at: datetime
     started_at: Annotated[datetime | None, msgspec.Meta(description="LiveKit: room started / user joined.")]
     ended_at: datetime | None
-    ended_by: Annotated[str | None, msgspec.Meta(description="webhook | caller | admin")]
+    ended_by: Annotated[
+        str | None, msgspec.Meta(description="webhook | caller | admin | max_duration | revoked")
+    ]
     agent_joined: bool
     agent_joined_at: datetime | None
     duration_seconds: Annotated[float | None, msgspec.Meta(description="ended_at - started_at")]
@@ -111,6 +113,13 @@ class RevokeRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=512, description="Why, for the audit trail.")] | None = (
         None
     )
+    end_sessions: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Also end every open session of the agent: their rooms are deleted (everyone "
+            "disconnected) within 5 s, each session ending with `ended_by` revoked."
+        ),
+    ] = False
 
 
 class RevocationResult(msgspec.Struct):
@@ -118,6 +127,9 @@ class RevocationResult(msgspec.Struct):
     revoked: bool
     revocation: RevocationView | None
     registrations_revoked: Annotated[int, msgspec.Meta(description="Unexpired registrations revoked now.")]
+    sessions_ending: Annotated[
+        int, msgspec.Meta(description="Open sessions being ended (0 unless `end_sessions` was true).")
+    ] = 0
 
 
 def session_view(session: SessionState) -> SessionView:

@@ -29,6 +29,7 @@ from gateway.routes.livekit_token import livekit_token
 from gateway.routes.metrics import metrics
 from gateway.routes.session import start_session
 from gateway.routes.session_end import end_session
+from gateway.routes.session_status import session_status
 from gateway.routes.webhook import livekit_webhook
 from gateway.routes.worker_api import worker_twirp
 from gateway.services import Services, build_services
@@ -45,6 +46,7 @@ def create_app(
     tracer_provider = tracer_provider or build_tracer_provider(settings)
 
     async def on_startup() -> None:
+        services.start()
         try:
             await services.validator.start()
         except Exception as exc:
@@ -69,6 +71,7 @@ def create_app(
             livekit_token,
             register_agent,
             end_session,
+            session_status,
             livekit_webhook,
             worker_twirp,
             *ADMIN_ROUTES,
@@ -125,7 +128,8 @@ def cors_config(origins: tuple[str, ...]) -> CORSConfig | None:
         return None
     return CORSConfig(
         allow_origins=list(origins),
-        allow_methods=["POST", "DELETE", "OPTIONS"],  # DELETE: a browser app ends its own session
+        # GET and DELETE: a browser app follows and ends its own session
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type"],
         allow_credentials=False,
         expose_headers=["X-Request-ID"],

@@ -41,9 +41,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SPA_EXAMPLE_ORIGINS = ("http://127.0.0.1:5173", "http://localhost:5173")
 DEFAULT_LIVEKIT_PORT = 7880  # LiveKit's own default; media on the next two ports
 NO_LIVEKIT = (
-    "lkps dev: {why}, so no LiveKit server is started: sessions and tokens work, but nothing can join their "
-    "rooms and ending a session answers 502. Get one with scripts/livekit-server (builds it once with Go), or "
-    "set LKPS_LIVEKIT_SERVER_BIN."
+    "lkps dev: {why}, so no LiveKit server is started and no demo agent runs: session starts answer 404 "
+    "agent_not_connected (no worker is connected) and ending a session answers 502. Get one with "
+    "scripts/livekit-server (builds it once with Go), or set LKPS_LIVEKIT_SERVER_BIN."
 )
 
 

@@ -23,8 +23,9 @@ from gateway.dev_livekit import answers
 READY_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0
 NO_AGENTS_PACKAGE = (
-    "lkps dev: livekit-agents is not installed, so no demo agent runs (sessions get no agent); "
-    "install it in lkps's virtualenv with: pip install './client[agents]' (from the repository)"
+    "lkps dev: livekit-agents is not installed, so no demo agent runs (session starts answer 404 "
+    "agent_not_connected); install it in lkps's virtualenv with: pip install './client[agents]' "
+    "(from the repository)"
 )
 
 

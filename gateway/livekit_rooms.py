@@ -1,5 +1,5 @@
-"""Deleting rooms and removing participants through LiveKit's server API (RoomService over Twirp), behind
-a small seam."""
+"""Deleting rooms, removing participants (RoomService) and dispatching agents (AgentDispatchService) through
+LiveKit's server API over Twirp, behind small seams."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ class RoomControl(Protocol):
     async def aclose(self) -> None: ...
 
 
+class AgentDispatcher(Protocol):
+    async def create_dispatch(self, room: str, agent_name: str, metadata: str, deployment: str = "") -> None:
+        """Ask LiveKit to send the agent into `room` again. Raises LiveKitUnavailable or LiveKitRefused."""
+        ...
+
+
 def server_api_url(settings: Settings) -> str:
     """`LKPS_LIVEKIT_API_URL`, else the clients' LiveKit URL with its websocket scheme made HTTP."""
     if settings.livekit_api_url:
@@ -52,7 +58,8 @@ def server_api_url(settings: Settings) -> str:
 
 
 class LiveKitRooms:
-    """RoomControl with `livekit-api`: each call carries a fresh token with only the grant it needs."""
+    """RoomControl and AgentDispatcher with `livekit-api`: each call carries a fresh token with only the
+    grant it needs."""
 
     def __init__(self, url: str, api_key: str, api_secret: str, timeout_seconds: float) -> None:
         self._url = url
@@ -76,6 +83,12 @@ class LiveKitRooms:
         await self._call(
             self._client().room.remove_participant(api.RoomParticipantIdentity(room=room, identity=identity))
         )
+
+    async def create_dispatch(self, room: str, agent_name: str, metadata: str, deployment: str = "") -> None:
+        request = api.CreateAgentDispatchRequest(
+            agent_name=agent_name, room=room, metadata=metadata, deployment=deployment
+        )
+        await self._call(self._client().agent_dispatch.create_dispatch(request))
 
     async def _call(self, call: Awaitable[object]) -> None:
         try:

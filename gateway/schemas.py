@@ -116,6 +116,35 @@ class AgentRegisterResponse(msgspec.Struct):
     enforce_client_authz: bool
 
 
+class AgentStatus(msgspec.Struct):
+    state: Annotated[
+        str,
+        msgspec.Meta(
+            description="waiting (not yet in the room) | joined | lost (it left while you are in the room; "
+            "lkps is bringing one back) | unavailable (it did not come after every allowed dispatch: try "
+            "again later)"
+        ),
+    ]
+    dispatch_attempts: Annotated[
+        int, msgspec.Meta(description="Dispatches so far; the room's own is the first.")
+    ]
+    joined_at: Annotated[
+        datetime | None, msgspec.Meta(description="When an agent first joined the room (RFC 3339, UTC).")
+    ]
+
+
+class SessionStatusResponse(msgspec.Struct):
+    room_name: str
+    status: Annotated[str, msgspec.Meta(description="issued (nobody joined yet) | active | ended")]
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    ended_by: Annotated[
+        str | None, msgspec.Meta(description="caller | admin | webhook | max_duration | revoked")
+    ]
+    agent: AgentStatus
+
+
 class SessionEndResponse(msgspec.Struct):
     room_name: str
     status: Annotated[str, msgspec.Meta(description='Always "ended".')]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -15,7 +19,8 @@ from authz.jwks import build_http_client
 from authz.policy import CallerPolicy
 from authz.preauth import build_preauthorizer
 from config import Settings
-from gateway.livekit_rooms import LiveKitRooms, RoomControl, server_api_url
+from gateway.background import cancel
+from gateway.livekit_rooms import AgentDispatcher, LiveKitRooms, RoomControl, server_api_url
 from gateway.livekit_tokens import LiveKitMinter
 from gateway.livekit_webhooks import WebhookVerifier
 from gateway.observability.metrics import Metrics
@@ -26,12 +31,16 @@ from gateway.persistence.lifecycle import SessionLifecycle
 from gateway.persistence.migrate import CachedDatabaseStatus
 from gateway.persistence.revocations import AgentRevocations
 from gateway.persistence.sessions import SessionWriter
+from gateway.persistence.supervision import SupervisionStore
 from gateway.persistence.workers import WorkerStore
+from gateway.presence import WorkerPresence
 from gateway.ratelimit import build_rate_limits
 from gateway.relay.credentials import WorkerCredentials
 from gateway.relay.relay import RelayLimits, WorkerRelay, livekit_agent_url
 from gateway.session_end import SessionEnder
-from gateway.session_start import ClientAuthorizer, SessionStarter
+from gateway.session_start import ClientAuthorizer, Presence, SessionStarter
+from gateway.supervisor import Policy, SessionSupervisor
+from gateway.worker_events import RelayedWorkerEvents
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -77,6 +86,9 @@ class Services:
     workers: WorkerStore
     credentials: WorkerCredentials
     relay: WorkerRelay
+    presence: WorkerPresence
+    supervisor: SessionSupervisor
+    worker_events: RelayedWorkerEvents
     draining: bool = False
     _owned: list[Any] = field(default_factory=list)
     database_status: CachedDatabaseStatus = field(init=False)
@@ -84,9 +96,21 @@ class Services:
     def __post_init__(self) -> None:
         self.database_status = CachedDatabaseStatus(self.engine, self.clock)
 
+    _presence_loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the loops that run beside requests: presence refresh and the session supervisor."""
+        if self._presence_loop is None:
+            self._presence_loop = asyncio.ensure_future(self.presence.run())
+        self.supervisor.start()
+
     async def aclose(self) -> None:
         self.draining = True
+        await self.supervisor.aclose()
         await self.relay.aclose()
+        await self.worker_events.aclose()
+        await cancel(self._presence_loop)
+        await self.presence.aclose()
         await self.writer.aclose()
         await self.validator.aclose()
         if self.authorizer is not None:
@@ -105,11 +129,14 @@ def build_services(
     authorizer: ClientAuthorizer | None = None,
     validator: TokenValidator | None = None,
     rooms: RoomControl | None = None,
+    dispatcher: AgentDispatcher | None = None,
+    presence: Presence | None = None,
 ) -> Services:
     """Wire the production collaborators; anything passed in replaces its default.
 
     `http` and `engine` given by the caller are left for the caller to close; an `authorizer` or `rooms`
-    given is closed with the services like the default one.
+    given is closed with the services like the default one. `presence` replaces only what session start
+    asks (the relay always reports to the real one).
     """
     clock = clock or SystemClock()
     owned: list[Any] = []
@@ -130,15 +157,34 @@ def build_services(
     registry = AgentRegistry(engine, clock, settings.agent_cache_ttl_seconds)
     writer = SessionWriter(engine, metrics, settings.session_batch_max)
     minter = LiveKitMinter(settings.livekit_api_key, settings.livekit_api_secret, clock)
+    livekit = LiveKitRooms(
+        server_api_url(settings),
+        settings.livekit_api_key,
+        settings.livekit_api_secret,
+        settings.livekit_api_timeout_seconds,
+    )
     if rooms is None:
-        rooms = LiveKitRooms(
-            server_api_url(settings),
-            settings.livekit_api_key,
-            settings.livekit_api_secret,
-            settings.livekit_api_timeout_seconds,
-        )
-    lifecycle = SessionLifecycle(engine, clock)
+        rooms = livekit  # closed as `rooms`
+    else:
+        owned.append(livekit.aclose)
+    lifecycle = SessionLifecycle(engine, clock, settings.agent_join_timeout_seconds)
     workers = WorkerStore(engine, clock)
+    replica = f"{socket.gethostname()}:{os.getpid()}"[:64]
+    worker_presence = WorkerPresence(engine, clock, replica, settings.worker_presence_grace_seconds)
+    supervisor = SessionSupervisor(
+        store=SupervisionStore(engine),
+        lifecycle=lifecycle,
+        rooms=rooms,
+        dispatcher=dispatcher or livekit,
+        metrics=metrics,
+        clock=clock,
+        policy=Policy(
+            join_timeout=timedelta(seconds=settings.agent_join_timeout_seconds),
+            dispatch_attempts=settings.agent_dispatch_attempts,
+            max_age=timedelta(seconds=settings.max_session_seconds) if settings.max_session_seconds else None,
+        ),
+    )
+    worker_events = RelayedWorkerEvents(worker_presence, supervisor)
     credentials = WorkerCredentials(settings.livekit_api_secret, settings.livekit_previous_api_secret)
     return Services(
         settings=settings,
@@ -166,6 +212,8 @@ def build_services(
             writer=writer,
             clock=clock,
             token_ttl_seconds=settings.participant_token_ttl_seconds,
+            presence=presence or worker_presence,
+            first_check=supervisor.first_check,
             limits=limits,
         ),
         authorizer=authorizer,
@@ -191,7 +239,11 @@ def build_services(
                 check_interval_seconds=settings.worker_check_interval_seconds,
                 refusal_hold_seconds=settings.worker_refusal_hold_seconds,
             ),
+            events=worker_events,
         ),
+        presence=worker_presence,
+        supervisor=supervisor,
+        worker_events=worker_events,
         _owned=owned,
     )
 

@@ -23,18 +23,9 @@ class SessionEnder:
 
     async def end(self, room_name: str, ended_by: str, owner: Caller | None = None) -> SessionState:
         """End the session in `room_name`; with `owner`, only if that caller started it. Idempotent."""
-        with database_errors("The session could not be read; retry shortly."):
-            session = await self._lifecycle.session(room_name)
-        if session is None:
-            raise session_not_found(room_name)
-        if owner is not None and (session.tenant_id, session.caller_object_id, session.client_app_id) != (
-            owner.tenant_id,
-            owner.object_id,
-            owner.client_app_id,
-        ):
-            raise ApiError(
-                403, "forbidden", "This session belongs to another caller", reason="session_not_owned"
-            )
+        session = await existing_session(self._lifecycle, room_name)
+        if owner is not None:
+            check_owner(session, owner)
         if session.status == "ended":
             return session
         await self._delete_room(room_name, "the session is still open")
@@ -69,6 +60,25 @@ class SessionEnder:
                 f"LiveKit refused to delete the room ({exc}); {consequence}. "
                 "Contact the lkps operators: its LiveKit API key may be wrong.",
             ) from exc
+
+
+async def existing_session(lifecycle: SessionLifecycle, room_name: str) -> SessionState:
+    """The session in `room_name`; else 404."""
+    with database_errors("The session could not be read; retry shortly."):
+        session = await lifecycle.session(room_name)
+    if session is None:
+        raise session_not_found(room_name)
+    return session
+
+
+def check_owner(session: SessionState, owner: Caller) -> None:
+    """403 unless `owner` started the session (same tenant, user or service principal, and client app)."""
+    if (session.tenant_id, session.caller_object_id, session.client_app_id) != (
+        owner.tenant_id,
+        owner.object_id,
+        owner.client_app_id,
+    ):
+        raise ApiError(403, "forbidden", "This session belongs to another caller", reason="session_not_owned")
 
 
 def session_not_found(room_name: str) -> ApiError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -22,6 +23,12 @@ from gateway.persistence.agents import AgentRegistry
 from gateway.persistence.sessions import SessionRecord, SessionWriter
 from gateway.ratelimit import SessionRateLimits, retry_after_header
 from gateway.rooms import room_name
+
+
+class Presence(Protocol):
+    async def is_present(self, agent_id: str, deployment: str = "") -> bool:
+        """Whether a worker of the agent is connected through the relay (or was, within the grace)."""
+        ...
 
 
 class ClientAuthorizer(Protocol):
@@ -52,8 +59,12 @@ class SessionStarter:
         writer: SessionWriter,
         clock: Clock,
         token_ttl_seconds: int,
+        presence: Presence,
+        first_check: Callable[[datetime], datetime | None],
         limits: SessionRateLimits | None = None,
     ) -> None:
+        self._presence = presence
+        self._first_check = first_check
         self._limits = limits
         self._registry = registry
         self._authorizer = authorizer
@@ -86,7 +97,8 @@ class SessionStarter:
             )
         with database_errors("The agent registry could not be read; retry shortly."):
             agent = await self._registry.active(agent_app_id)
-        if agent is None:
+            present = agent is not None and await self._presence.is_present(agent_app_id)
+        if agent is None or not present:
             raise ApiError(
                 404,
                 "agent_not_connected",
@@ -109,6 +121,7 @@ class SessionStarter:
             )
 
         now = self._clock.now()
+        created_at = datetime.fromtimestamp(now, UTC)
         room = room_name(caller.user_id, agent_app_id, int(now * 1000), os.urandom(4).hex())
         identity = caller.identity
         token = self._minter.participant_token(
@@ -139,9 +152,11 @@ class SessionStarter:
                     caller_kind=caller.kind.value,
                     user_id=caller.user_id,
                     participant_identity=identity,
-                    created_at=datetime.fromtimestamp(now, UTC),
+                    created_at=created_at,
                     token_expires_at=datetime.fromtimestamp(token.expires_at, UTC),
                     request_id=ctx.request_id,
+                    agent_metadata=agent_metadata,
+                    next_check_at=self._first_check(created_at),
                 )
             )
         ctx.fields["room"] = room

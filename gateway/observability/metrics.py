@@ -76,3 +76,28 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.agent_dispatches = Counter(
+            "lkps_agent_dispatches",
+            "Dispatches the session supervisor made, by why (join_timeout, agent_lost) and outcome "
+            "(created, livekit_unavailable, livekit_refused).",
+            ["cause", "outcome"],
+            registry=r,
+        )
+        self.agents_unavailable = Counter(
+            "lkps_agents_unavailable",
+            "Sessions whose agent did not come after every allowed dispatch.",
+            registry=r,
+        )
+        self.agent_join_latency = Histogram(
+            "lkps_agent_join_seconds",
+            "From the user's join (first) or the agent's loss (redispatch) to an agent's join.",
+            ["after"],
+            buckets=(0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60),
+            registry=r,
+        )
+        self.sessions_ended = Counter(
+            "lkps_sessions_ended_by_supervisor",
+            "Sessions lkps ended itself, by reason (max_duration, revoked).",
+            ["reason"],
+            registry=r,
+        )

@@ -52,6 +52,8 @@ class SessionRecord:
     created_at: datetime
     token_expires_at: datetime
     request_id: str
+    agent_metadata: str  # the dispatch metadata, sent again if the agent has to be dispatched again
+    next_check_at: datetime | None  # when the supervisor first looks at the session (its age limit)
 
 
 _FIELDS = tuple(f.name for f in fields(SessionRecord))

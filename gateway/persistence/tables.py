@@ -106,12 +106,27 @@ sessions = Table(
     Column("reopened_at", UtcDateTime(), nullable=True),  # the latest such activity
     # The agent's LiveKit deployment the session dispatched to ("": LiveKit's default); 64 bytes at most.
     Column("deployment", String(64), nullable=False, server_default=""),
+    # Supervision (gateway.supervisor): the dispatch metadata to send again, how many dispatches the session
+    # had (the room's own is the first), and when a replica must next look at it (NULL: never again).
+    Column("agent_metadata", Text(), nullable=True),
+    Column("dispatch_attempts", Integer(), nullable=False, server_default=text("1")),
+    Column("last_dispatch_at", UtcDateTime(), nullable=True),
+    Column("dispatch_exhausted_at", UtcDateTime(), nullable=True),
+    Column("next_check_at", UtcDateTime(), nullable=True),
+    # The latest join and departure of the user and of an agent, from webhooks in any order: who is in the
+    # room now is whichever of the two is later.
+    Column("user_last_joined_at", UtcDateTime(), nullable=True),
+    Column("user_last_left_at", UtcDateTime(), nullable=True),
+    Column("agent_last_joined_at", UtcDateTime(), nullable=True),
+    Column("agent_last_left_at", UtcDateTime(), nullable=True),
+    Column("end_requested", String(16), nullable=True),  # revoked: the supervisor ends it at once
     Index(None, "agent_app_id", "created_at"),
     Index(None, "caller_object_id", "created_at"),
     Index(None, "client_app_id", "created_at"),
     Index(None, "user_id", "created_at"),
     Index(None, "status", "created_at"),
     Index(None, "created_at"),  # the unfiltered admin listing and pruning
+    Index(None, "next_check_at"),
 )
 
 # LiveKit webhook events as received: the primary key is LiveKit's event id, so a retried delivery is a
@@ -188,6 +203,23 @@ worker_jobs = Table(
     Column("assigned_at", UtcDateTime(), nullable=False),
     Index(None, "room_name"),
     Index(None, "assigned_at"),  # pruning
+)
+
+# Which agents have a worker connected through the relay, on any replica: one row per registered worker
+# connection (LiveKit answered its register). Each replica refreshes `seen_at` of its own rows; a row whose
+# replica stopped refreshing counts as disconnected at its last `seen_at`.
+worker_presence = Table(
+    "worker_presence",
+    metadata,
+    _guid("connection_id", primary_key=True),
+    _guid("agent_app_id", nullable=False),
+    Column("deployment", String(128), nullable=False, server_default=""),
+    Column("replica", String(64), nullable=False),
+    Column("registered_at", UtcDateTime(), nullable=False),
+    Column("seen_at", UtcDateTime(), nullable=False),
+    Column("disconnected_at", UtcDateTime(), nullable=True),
+    Index(None, "seen_at"),
+    Index(None, "replica"),
 )
 
 # One row per security event of the worker relay: a frame outside its allow-list, a job for a room that is

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from authz.clock import Clock
     from gateway.livekit_tokens import LiveKitMinter
     from gateway.observability.metrics import Metrics
+    from gateway.worker_events import WorkerEvents
 
 log = structlog.get_logger("lkps.relay")
 
@@ -157,6 +158,7 @@ class RelayedConnection:
     upstream: aiohttp.ClientWebSocketResponse
     policy: ConnectionPolicy
     stop: asyncio.Future[_Ended] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    deployment: str = ""  # the worker's register.deployment ("" for LiveKit's default)
 
     @property
     def agent_app_id(self) -> str:
@@ -190,7 +192,9 @@ class WorkerRelay:
         livekit_agent_url: str,
         livekit_public_url: str,
         limits: RelayLimits,
+        events: WorkerEvents,
     ) -> None:
+        self._events = events  # presence and supervision (gateway.worker_events)
         self._credentials = credentials
         self._store = store
         self._minter = minter
@@ -353,7 +357,9 @@ class WorkerRelay:
         policy = ConnectionPolicy(
             key.agent_app_id, self._public_url, partial(self._owns_room, key.agent_app_id)
         )
-        connection = RelayedConnection(str(uuid.uuid4()), key, upstream, policy)
+        connection = RelayedConnection(
+            str(uuid.uuid4()), key, upstream, policy, deployment=register.deployment
+        )
         self._add(connection)
         client = scope.get("client")
         self._record(
@@ -490,10 +496,12 @@ class WorkerRelay:
     def _on_registered(self, connection: RelayedConnection, answer: agent.RegisterWorkerResponse) -> None:
         """LiveKit registered the worker (it answered the register)."""
         self._record(WorkerRegistered(connection.id, answer.worker_id))
+        self._events.registered(connection.id, connection.agent_app_id, connection.deployment)
 
     def _on_job_assigned(self, connection: RelayedConnection, job: agent.Job) -> None:
         """A job of this agent's own session reached the worker, with its room token."""
         self._metrics.worker_jobs.inc()
+        self._events.job_assigned(connection.id, job.id, job.room.name)
         self._record(
             JobAssigned(job.id, connection.id, connection.agent_app_id, job.room.name, utc_now(self._clock))
         )
@@ -507,6 +515,7 @@ class WorkerRelay:
 
     def _on_job_status(self, connection: RelayedConnection, update: agent.UpdateJobStatus) -> None:
         """The worker reported a job's status (relayed to LiveKit)."""
+        self._events.job_status(connection.id, update.job_id, update.status)
         log.debug(
             "worker_job_status",
             connection_id=connection.id,
@@ -516,6 +525,7 @@ class WorkerRelay:
 
     def _on_ended(self, connection: RelayedConnection, reason: str) -> None:
         """The relayed connection ended (both sides closed)."""
+        self._events.ended(connection.id)
         self._record(ConnectionClosed(connection.id, reason, utc_now(self._clock)))
         log.info(
             "worker_disconnected",

@@ -180,7 +180,9 @@ async def end_any_session(request: _Request, room_name: _RoomName) -> SessionEnd
     summary="Revoke an agent",
     description="At once on this replica, within LKPS_AGENT_CACHE_TTL_SECONDS on the others: the agent "
     "cannot register (403 agent_revoked) and session starts to it answer 404 agent_not_connected. Its "
-    "unexpired registrations are marked revoked. Revoking again updates the reason.",
+    "unexpired registrations are marked revoked. Revoking again updates the reason. Open sessions go on "
+    "unless `end_sessions` is true: then each one's room is deleted within 5 s (by whichever replica "
+    "supervises it) and the session ends with `ended_by` revoked.",
     dependencies=documented_body(RevokeRequest),
     request_max_body_size=16 * 1024,
     responses=error_responses(400, 401, 403, 413, 503),
@@ -191,14 +193,19 @@ async def revoke_agent(request: _Request, app_id: _AppId) -> RevocationResult:
     services = services_of(request)
     with database_errors("The revocation could not be recorded; retry shortly."):
         revocation, revoked = await services.revocations.revoke(
-            agent, body.reason, _action(request, "revoke_agent", agent)
+            agent, body.reason, _action(request, "revoke_agent", agent, end_sessions=body.end_sessions)
         )
     services.registry.invalidate(agent)
+    ending = 0
+    if body.end_sessions:
+        with database_errors("The agent is revoked but its sessions could not be ended; revoke again."):
+            ending = await services.supervisor.request_end(agent, "revoked")
     return RevocationResult(
         agent_app_id=agent,
         revoked=True,
         revocation=revocation_view(revocation),
         registrations_revoked=revoked,
+        sessions_ending=ending,
     )
 
 

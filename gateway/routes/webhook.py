@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+import structlog
 from litestar import Request, post
 
 from authz.clock import utc_now
@@ -12,7 +13,10 @@ from gateway.errors import ApiError, database_errors
 from gateway.livekit_webhooks import lifecycle_event
 from gateway.observability.context import context_of
 from gateway.openapi import error_responses
+from gateway.persistence.lifecycle import AGENT_KIND, PARTICIPANT_JOINED
 from gateway.services import services_of
+
+log = structlog.get_logger("lkps.webhooks")
 
 MAX_WEBHOOK_BYTES = 1024 * 1024  # LiveKit's largest events (a full room in track events) are far smaller
 # LiveKit sends its own type so frameworks leave the body unparsed; plain JSON is accepted too, as lkps
@@ -63,6 +67,11 @@ async def livekit_webhook(request: Request[Any, Any, Any]) -> WebhookAck:
     ctx.fields["room"] = record.room_name
     with database_errors("The webhook could not be recorded; LiveKit retries it."):
         recorded = await services.lifecycle.record(record)
+    if recorded.new and record.event == PARTICIPANT_JOINED and record.participant_kind == AGENT_KIND:
+        try:
+            await services.supervisor.observe_join(record.room_name, record.occurred_at)
+        except Exception as exc:  # only a measurement is lost: the event itself is recorded
+            log.warning("agent_join_not_measured", error=type(exc).__name__)
     if recorded.reopened:
         ctx.fields["reopened"] = True
         await services.ending.close_reopened(record.room_name)

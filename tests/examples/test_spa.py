@@ -147,8 +147,8 @@ def test_browser_signs_in_and_joins_real_rooms(
 ) -> None:
     """MSAL signs in against the dev issuer; both session paths give the page a token that verifies and
     joins its room on the real LiveKit server, where the page's microphone track is published and the demo
-    agent joins and greets; the page shows the connection state, the participants and the agent's message,
-    and the test keeps a screenshot of it."""
+    agent joins and greets; the page shows the connection state, the participants, the agent's message and
+    what lkps says of the agent (GET /api/session/{room}), and the test keeps a screenshot of it."""
     require_livekit()
     drive(
         lkps_dev,
@@ -189,6 +189,7 @@ def check_page(lkps_dev: DevService, result: dict[str, Any]) -> None:
         assert greeting.startswith("agent-"), shown
         assert f"this is the lkps demo agent {lkps_dev.agent_id}" in greeting, shown
         assert shown["microphone"] == "published", shown
+        assert shown["agentStatus"] == "the agent is in the room", shown
         # While the page is still connected, the server itself knows the user and the published audio.
         in_room = {
             p.identity: p

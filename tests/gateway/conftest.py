@@ -21,6 +21,7 @@ from gateway.services import Services, build_services
 from tests.support.clock import FakeClock
 from tests.support.entra import FakeEntra, make_settings
 from tests.support.livekit import API_KEY, API_SECRET
+from tests.support.supervision import FakeDispatcher, FakePresence
 
 AGENT_ID = "5b7d9f1a-3c5e-4a7b-9d1f-2a4c6e8b0d2f"
 AGENT_OID = "6c8e0a2b-4d6f-4b8c-8e2a-3b5d7f9a1c3e"
@@ -70,11 +71,15 @@ async def running_gateway(
     *,
     authorizer: Any = None,
     rooms: Any = None,
+    presence: Any = None,
+    dispatcher: Any = None,
     before_start: Callable[[FakeEntra], None] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Gateway]:
     """Build and start a gateway; `before_start` may set up the fake tenant (e.g. make JWKS fail);
-    `authorizer` and `rooms` replace the Graph pre-authorizer and LiveKit's RoomService client."""
+    `authorizer` and `rooms` replace the Graph pre-authorizer and LiveKit's RoomService client; `presence`
+    what session start asks (default: every agent has a worker connected), `dispatcher` LiveKit's
+    AgentDispatchService client (default: a recording fake)."""
     clock = FakeClock(time.time())  # real "now": minted LiveKit tokens are checked by real verifiers
     entra = FakeEntra(clock=clock)
     if before_start is not None:
@@ -86,7 +91,15 @@ async def running_gateway(
         livekit_api_secret=API_SECRET,
         **overrides,
     )
-    services = build_services(settings, clock=clock, http=entra.client(), authorizer=authorizer, rooms=rooms)
+    services = build_services(
+        settings,
+        clock=clock,
+        http=entra.client(),
+        authorizer=authorizer,
+        rooms=rooms,
+        presence=presence or FakePresence(),
+        dispatcher=dispatcher or FakeDispatcher(),
+    )
     app = create_app(settings, services)
     db = create_engine(database_url, pool_size=2)
     async with AsyncTestClient(app) as client:

@@ -27,7 +27,14 @@ from authz.jwks import build_http_client
 from config import Settings
 from gateway.dev import DEMO_BACKEND, dev_environment, instructions
 from lkps.dev_state import DevStateError, read_identity
-from tests.support.dev_service import clean_environment, free_port, wait_for
+from tests.support.dev_service import (
+    clean_environment,
+    free_port,
+    free_port_run,
+    wait_for,
+    wait_for_demo_agent,
+)
+from tests.support.livekit_server import require_livekit
 
 
 @pytest.fixture
@@ -363,11 +370,15 @@ class TestBrowserSignIn:
 def test_printed_commands_start_a_session(tmp_path: Path) -> None:
     """`lkps dev` prints commands that, pasted into a shell, start sessions, register the agent and list
     the sessions through the admin API."""
-    port, issuer_port = free_port(), free_port()
+    binary = require_livekit()  # without LiveKit no demo agent connects, and sessions answer 404
+    port, issuer_port, livekit_port = free_port(), free_port(), free_port_run(3)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "dev", "--port", str(port), "--issuer-port", str(issuer_port)],
+        [
+            *(sys.executable, "-m", "gateway.cli", "dev", "--port", str(port)),
+            *("--issuer-port", str(issuer_port), "--livekit-port", str(livekit_port)),
+        ],
         cwd=tmp_path,
-        env=clean_environment(),
+        env=clean_environment() | {"LKPS_LIVEKIT_SERVER_BIN": str(binary)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -384,6 +395,7 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
         assert "as a backend service (no signed-in user)" in printed
         assert "dev agent add NAME" in printed
         assert "agent run --dev --state-dir" in printed
+        wait_for_demo_agent(tmp_path / ".lkps-dev" / "demo-agent.log", process)
         session = subprocess.run(
             ["bash", "-c", blocks[0]], capture_output=True, text=True, check=True, cwd=tmp_path
         )

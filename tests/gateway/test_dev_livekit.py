@@ -199,7 +199,7 @@ def test_a_misconfigured_binary_is_named_in_the_one_line(
     assert line.startswith(
         f"lkps dev: LKPS_LIVEKIT_SERVER_BIN={tmp_path / 'missing'} is not an executable file"
     )
-    assert "sessions and tokens work" in line
+    assert "session starts answer 404 agent_not_connected" in line
     assert "scripts/livekit-server" in line
 
 

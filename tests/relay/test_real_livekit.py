@@ -25,7 +25,7 @@ from livekit import api, rtc
 from livekit.protocol import agent as lk_agent
 
 from authz.dev_issuer import DEMO_OPERATOR, DevClient
-from bench.harness import Deployment, Server, livekit_env
+from bench.harness import Deployment, Server, livekit_env, seed_presence
 from gateway.dev_livekit import LiveKitConfig, LiveKitProcess
 from tests.support.dev_service import free_port, free_port_run
 from tests.support.livekit_server import require_livekit
@@ -111,6 +111,10 @@ class Relay:
     async def start_session(self, agent_id: str, **fields: str) -> dict[str, Any]:
         token = self.deployment.user_token("alice")
         return await self.post("/api/session/start", token, {"agent_entra_app_id": agent_id, **fields})
+
+    async def seem_connected(self, agent_id: str) -> None:
+        """Let sessions to the agent start with none of its workers connected (nobody takes their job)."""
+        await seed_presence(self.deployment.database_url, agent_id)
 
     async def revoke(self, agent_id: str) -> None:
         operator = self.app_token(self.deployment.state.client(DEMO_OPERATOR))
@@ -274,6 +278,7 @@ async def test_a_credentials_cannot_register_as_b_nor_get_bs_jobs(relay: Relay, 
     agent_a, agent_b = relay.agent("agent a2"), relay.agent("agent b")
     credentials = await relay.register(agent_a)
     await relay.register(agent_b)
+    await relay.seem_connected(agent_b.client_id)
     mismatches = 'lkps_worker_refusals_total{reason="agent_name_mismatch"}'
     refused_before = await relay.metric(mismatches)
     worker = run_worker(credentials, agent_b.client_id)
@@ -300,6 +305,7 @@ async def test_simulate_job_through_lkps_gets_nothing(relay: Relay) -> None:
     agent_a, agent_b = relay.agent("agent a3"), relay.agent("agent b3")
     credentials = await relay.register(agent_a)
     await relay.register(agent_b)
+    await relay.seem_connected(agent_b.client_id)
     victim_room = (await relay.start_session(agent_b.client_id))["room_name"]
     async with aiohttp.ClientSession() as http:
         through_lkps = await open_relayed(http, credentials)
@@ -473,6 +479,8 @@ async def test_worker_server_api_reaches_only_its_own_rooms(relay: Relay) -> Non
     agent_a, agent_b = relay.agent("agent a4"), relay.agent("agent b4")
     credentials = await relay.register(agent_a)
     await relay.register(agent_b)
+    for agent in (agent_a, agent_b):
+        await relay.seem_connected(agent.client_id)
     own = await relay.start_session(agent_a.client_id)
     other = await relay.start_session(agent_b.client_id)
     url = credentials["worker_url"]

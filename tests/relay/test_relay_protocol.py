@@ -687,6 +687,7 @@ def _relay_over(relay: Relay, store: RelayStore, metrics: Metrics, **limits: Any
         livekit_agent_url=relay.livekit_url + "/agent",
         livekit_public_url=relay.gateway.settings.livekit_url,
         limits=RelayLimits(**limits),
+        events=services.worker_events,
     )
 
 

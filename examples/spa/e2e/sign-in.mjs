@@ -2,7 +2,7 @@
 // start a session both ways, join each room with a fake microphone (or wait for the failure the page
 // shows), take a screenshot. Prints one JSON object: the account shown, the error shown if sign-in failed,
 // and per panel the participant token, the connection state, the participants and the microphone's state
-// shown, and the error shown; then keeps the page connected until its stdin closes, so that the caller can
+// shown, what lkps said of the agent, and the error shown; then keeps the page connected until its stdin closes, so that the caller can
 // look at the rooms on the server meanwhile.
 //   node e2e/sign-in.mjs <page url> <screenshot.png> <issuer SPKI sha256, base64, or - to trust nothing>
 //                        <fresh user data dir> [--expect-agent: also wait for an agent's first message]
@@ -56,7 +56,8 @@ try {
         if (document.querySelector("#error")?.textContent) return true;
         const text = (name) => document.querySelector(`${selector} [data-field="${name}"]`)?.textContent ?? "";
         const state = text("connection");
-        const agentThere = text("messages") && text("participants").includes(", agent)");
+        const agentThere =
+          text("messages") && text("participants").includes(", agent)") && text("agent status").includes("in the room");
         const settled = state === "connected" && text("microphone") && (!agent || agentThere);
         return state.startsWith("failed") || state === "disconnected" || settled;
       },
@@ -68,6 +69,7 @@ try {
       connection: element.querySelector('[data-field="connection"]')?.textContent ?? null,
       participants: element.querySelector('[data-field="participants"]')?.textContent ?? null,
       microphone: element.querySelector('[data-field="microphone"]')?.textContent ?? null,
+      agentStatus: element.querySelector('[data-field="agent status"]')?.textContent ?? null,
       messages: [...(element.querySelector('[data-field="messages"]')?.children ?? [])].map((line) => line.textContent),
       error: document.querySelector("#error").textContent,
     }));

@@ -54,12 +54,34 @@ export async function startWithTokenSource(
   }
 }
 
+/** `GET /api/session/{room}`: how the caller's session and its agent stand (waiting, joined, lost,
+ * unavailable). */
+export async function agentState(lkpsUrl: string, accessToken: string, room: string): Promise<string> {
+  const response = await fetch(`${lkpsUrl}/api/session/${encodeURIComponent(room)}`, {
+    headers: { Authorization: `Bearer ${accessToken}` },
+  });
+  const text = await response.text();
+  if (!response.ok) throw lkpsRefused(response.status, text);
+  const body = JSON.parse(text);
+  return body.status === "ended" ? "ended" : body.agent.state;
+}
+
+/** What the page says for each agent state. */
+export const AGENT_STATES: Record<string, string> = {
+  waiting: "the agent is joining",
+  lost: "the agent is joining",
+  joined: "the agent is in the room",
+  unavailable: "the agent is unavailable, try again later",
+  ended: "the session has ended",
+};
+
 /** What the page shows of a room as it changes. */
 export interface RoomView {
   state(state: string): void;
   participants(names: string[]): void;
   microphone(state: string): void;
   message(from: string, text: string): void;
+  agent(state: string): void;
 }
 
 /** The topic of chat text, livekit-client's and LiveKit Agents' (the demo agent greets on it). */

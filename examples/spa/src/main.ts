@@ -2,10 +2,19 @@
 import { Auth } from "./auth";
 import { loadConfig } from "./config";
 import { readable } from "./failures";
-import { type RoomView, type Started, connect, startWithSessionApi, startWithTokenSource } from "./lkps";
+import {
+  AGENT_STATES,
+  type RoomView,
+  type Started,
+  agentState,
+  connect,
+  startWithSessionApi,
+  startWithTokenSource,
+} from "./lkps";
 
 const $ = <T extends HTMLElement>(selector: string): T => document.querySelector<T>(selector)!;
 const metadata = { language: "en", source: "lkps browser example" };
+const AGENT_POLL_MS = 2000;
 
 /** The claims a participant token carries (decoded for display only: LiveKit verifies it). */
 function claims(token: string): Record<string, any> {
@@ -21,6 +30,7 @@ function show(panel: HTMLElement, started: Started): RoomView {
     ["name", granted.name],
     ["room", granted.video?.room],
     ["agent", granted.roomConfig?.agents?.[0]?.agentName],
+    ["agent status", AGENT_STATES.waiting],
     ["expires", new Date(granted.exp * 1000).toLocaleTimeString()],
     ["token", `${started.participantToken.slice(0, 24)}…`],
     ["connection", "connecting"],
@@ -56,7 +66,20 @@ function show(panel: HTMLElement, started: Started): RoomView {
       line.textContent = `${from}: ${text}`;
       field("messages").append(line);
     },
+    agent: (state) => {
+      field("agent status").textContent = AGENT_STATES[state] ?? state;
+    },
   };
+}
+
+/** Ask lkps how the session's agent stands until it is in the room, unavailable or the session ended. */
+async function followAgent(lkpsUrl: string, auth: Auth, room: string, view: RoomView): Promise<void> {
+  for (;;) {
+    const state = await agentState(lkpsUrl, await auth.accessToken(), room);
+    view.agent(state);
+    if (state !== "waiting" && state !== "lost") return;
+    await new Promise((resolve) => setTimeout(resolve, AGENT_POLL_MS));
+  }
 }
 
 async function main(): Promise<void> {
@@ -86,7 +109,9 @@ async function main(): Promise<void> {
       $("#error").textContent = "";
       try {
         const started = await start(await auth.accessToken());
-        await connect(started, show($(panel), started));
+        const view = show($(panel), started);
+        await connect(started, view);
+        await followAgent(config.lkpsUrl, auth, claims(started.participantToken).video.room, view);
       } catch (error) {
         fail(error);
       }

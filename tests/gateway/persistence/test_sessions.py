@@ -38,6 +38,8 @@ def _record(room: str | None = None) -> SessionRecord:
         created_at=now,
         token_expires_at=now,
         request_id="r",
+        agent_metadata="{}",
+        next_check_at=None,
     )
 
 
