@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,45 +30,26 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from authz.dev_login import BrowserLogin, LoginRefused, SignIn, loopback_url
 
+# The state directory's files are the client's documented contract; the server writes what it reads.
+from lkps.dev_state import (
+    AGENT_NAME,
+    AGENT_NAME_RULE,
+    CA_FILE,
+    DEMO_AGENT,
+    DEMO_AGENT_NAME,
+    DEMO_BACKEND,
+    DEMO_OPERATOR,
+    IDENTITY_FILE,
+    DevClient,
+    DevIdentity,
+    DevStateError,
+    identity_from_json,
+)
+
+__all__ = ["DEMO_AGENT", "DEMO_BACKEND", "DEMO_OPERATOR", "DevClient", "DevIdentity", "DevIssuer", "DevState"]
+
 _DEV_NAMESPACE = uuid.UUID("6b1d3a52-5a43-4b5e-9f0a-6c6b7073a1d1")  # stable ids across restarts
 TOKEN_LIFETIME_SECONDS = 3600
-DEMO_AGENT = "demo agent"  # the descriptions `DevState.client` finds the demo applications by
-DEMO_BACKEND = "demo backend service"
-DEMO_OPERATOR = "demo operator"  # holds the admin role, for the admin API
-
-
-@dataclass
-class DevClient:
-    client_id: str
-    secret: str
-    roles: list[str]
-    description: str
-
-
-@dataclass
-class DevIdentity:
-    """What the issuer and the gateway must agree on; saved as `identity.json` in the state directory."""
-
-    tenant_id: str
-    api_app_id: str  # lkps's own app registration: the v2 `aud`
-    api_uri: str  # its App ID URI
-    spa_client_id: str  # the public client user tokens are issued to
-    user_scope: str
-    client_role: str
-    agent_role: str
-    livekit_api_key: str
-    livekit_api_secret: str
-    clients: dict[str, DevClient] = field(default_factory=dict)
-    admin_role: str = "Lkps.Admin"
-
-    @property
-    def audiences(self) -> tuple[str, str]:
-        return (self.api_app_id, self.api_uri)
-
-    @property
-    def delegated_scope(self) -> str:
-        """The scope an SPA requests to call lkps for its signed-in user."""
-        return f"{self.api_uri}/{self.user_scope}"
 
 
 class DevState:
@@ -77,7 +58,8 @@ class DevState:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.ca_path = self.dir / "ca.pem"
+        self.ca_path = self.dir / CA_FILE
+        self._identity_path = self.dir / IDENTITY_FILE
         self.identity = self._identity()
         self.signing_key = self._rsa_key("signing-key.pem")
         self.kid = _kid(self.signing_key.public_key())
@@ -92,23 +74,48 @@ class DevState:
         return self.dir / "server-key.pem"
 
     def _identity(self) -> DevIdentity:
-        path = self.dir / "identity.json"
-        if path.exists():
-            raw = json.loads(path.read_text())
-            raw["clients"] = {k: DevClient(**v) for k, v in raw["clients"].items()}
-            identity = DevIdentity(**raw)
+        if self._identity_path.exists():
+            identity = self._read_identity()
             if any(c.description == DEMO_OPERATOR for c in identity.clients.values()):
                 return identity
             # A state directory from before the admin API came to dev mode: add its operator once.
             _add_operator(identity)
         else:
             identity = _new_identity()
-        path.write_text(json.dumps(asdict(identity), indent=2))
-        path.chmod(0o600)
+        self._write_identity(identity)
         return identity
 
+    def _read_identity(self) -> DevIdentity:
+        return identity_from_json(json.loads(self._identity_path.read_text()))
+
+    def _write_identity(self, identity: DevIdentity) -> None:
+        # Whole or not at all: a running issuer and the clients read this file while an agent is added.
+        temporary = self._identity_path.with_name(f".{IDENTITY_FILE}.{os.getpid()}")
+        temporary.write_text(json.dumps(asdict(identity), indent=2))
+        temporary.chmod(0o600)
+        temporary.replace(self._identity_path)
+
+    def reload(self) -> None:
+        """Take in the applications another process (`lkps dev agent add`) has added since."""
+        self.identity = self._read_identity()
+
     def client(self, description: str) -> DevClient:
-        return next(c for c in self.identity.clients.values() if c.description == description)
+        return self.identity.client(description)
+
+    def add_agent(self, name: str) -> DevClient:
+        """The agent application named `name`, added if new; its app id depends on the name alone, so adding
+        it again (or in another state directory) gives the same id. `demo` is the demo agent."""
+        if not AGENT_NAME.match(name):
+            raise DevStateError(f"agent name {name!r}: use {AGENT_NAME_RULE}")
+        self.reload()
+        existing = self.identity.agents().get(name)
+        if existing is not None:
+            return existing
+        agent_id = str(uuid.uuid5(_DEV_NAMESPACE, f"agent:{name}"))
+        agent = DevClient(agent_id, _secret(), [self.identity.agent_role], f"dev agent {name}", agent=name)
+        self.identity.clients[agent_id] = agent
+        self._write_identity(self.identity)
+        return agent
 
     def _rsa_key(self, name: str) -> rsa.RSAPrivateKey:
         path = self.dir / name
@@ -258,7 +265,10 @@ class DevState:
             return 400, _oauth_error(
                 "unsupported_grant_type", "Only client_credentials and authorization_code are supported here."
             )
-        client = self.identity.clients.get(form.get("client_id", ""))
+        client_id = form.get("client_id", "")
+        if client_id not in self.identity.clients:
+            self.reload()  # an agent added while `lkps dev` runs is known at once
+        client = self.identity.clients.get(client_id)
         secret = form.get("client_secret", "")
         if client is None or not hmac.compare_digest(secret.encode(), client.secret.encode()):
             return 401, _oauth_error("invalid_client", "Unknown client or wrong client secret.")
@@ -308,7 +318,7 @@ def _new_identity() -> DevIdentity:
         livekit_api_secret=base64.urlsafe_b64encode(os.urandom(33)).decode(),
         clients={
             client_id: DevClient(client_id, _secret(), ["Session.Start"], DEMO_BACKEND),
-            agent_id: DevClient(agent_id, _secret(), ["Agent.Register"], DEMO_AGENT),
+            agent_id: DevClient(agent_id, _secret(), ["Agent.Register"], DEMO_AGENT, agent=DEMO_AGENT_NAME),
         },
     )
     _add_operator(identity)

@@ -19,6 +19,7 @@ import lkps.cli
 from config import ConfigError, Settings
 from config.settings import MAX_RETENTION_DAYS, database_url_from_env, retention_from_env
 from lkps.commands import CommandError, ExitCode, add_state_dir_argument, state_dir
+from lkps.dev_state import AGENT_NAME_RULE, DEMO_AGENT_NAME
 
 T = TypeVar("T")
 
@@ -35,7 +36,13 @@ def parser() -> argparse.ArgumentParser:
 
 def add_server_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """The `lkps.commands` entry point: add `serve`, `migrate`, `prune` and `dev` to the `lkps` command."""
-    serve = commands.add_parser("serve", help="run the production server (configured by LKPS_* variables)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the production server (configured by LKPS_* variables)",
+        description="Run the production server. Everything but the listening address comes from LKPS_* "
+        "environment variables (each secret also from <NAME>_FILE); every problem is listed at start-up. "
+        "See the configuration reference in the README.",
+    )
     # A container's server listens on all interfaces.
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
@@ -70,6 +77,12 @@ def add_server_commands(commands: argparse._SubParsersAction[Any]) -> None:
     )
     add_state_dir_argument(dev)
     dev.add_argument(
+        "--no-demo-agent",
+        dest="demo_agent",
+        action="store_false",
+        help="run no demo agent worker (and do not register it): only your own agents take sessions",
+    )
+    dev.add_argument(
         "--cors-origin",
         action="append",
         help="a browser origin allowed to call lkps (repeatable; default: the examples/spa dev server's, "
@@ -81,19 +94,36 @@ def add_server_commands(commands: argparse._SubParsersAction[Any]) -> None:
     add_state_dir_argument(token)
     kind = token.add_mutually_exclusive_group()
     kind.add_argument("--user", default="alice", help="a delegated (SPA) token for this user")
-    for flag, holder in (
-        ("app", "demo backend service"),
-        ("agent", "demo agent"),
-        ("admin", "demo operator (admin API)"),
-    ):
+    for flag, holder in (("app", "demo backend service"), ("admin", "demo operator (admin API)")):
         kind.add_argument(
             f"--{flag}",
             dest="kind",
             action="store_const",
             const=flag,
+            default=argparse.SUPPRESS,  # a user token unless one of these is given
             help=f"an app-only token of the {holder}",
         )
-    token.set_defaults(kind="user")
+    kind.add_argument(
+        "--agent",
+        nargs="?",
+        const=DEMO_AGENT_NAME,
+        metavar="NAME",
+        help=f"an app-only token of the agent NAME (`lkps dev agent list`; without NAME: {DEMO_AGENT_NAME})",
+    )
+
+    agent = dev_commands.add_parser("agent", help="your own agents in dev mode: add one, list them")
+    agent_commands = agent.add_subparsers(dest="agent_command", required=True)
+    add = agent_commands.add_parser(
+        "add",
+        help="add an agent (its Entra application in the dev issuer) and print its app id; idempotent",
+        description="Add the agent NAME to the dev issuer, also while `lkps dev` runs, and print its app id "
+        "(the same for the same name). Run its worker with: lkps agent run --dev --agent NAME -- python "
+        "agent.py start",
+    )
+    add.add_argument("name", metavar="NAME", help=f"the agent's name: {AGENT_NAME_RULE}")
+    add_state_dir_argument(add)
+    listing = agent_commands.add_parser("list", help="list the dev agents: name and app id")
+    add_state_dir_argument(listing)
 
 
 Command = Callable[[argparse.Namespace, Mapping[str, str]], int]
@@ -115,14 +145,27 @@ def _run_dev(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.dev_command == "token":
         from gateway.dev_state import mint  # noqa: PLC0415 - dev-only imports stay out of `serve`
 
-        print(mint(state_dir(args, environ), args.kind, args.user))  # noqa: T201 - the token is the output
+        kind = "agent" if args.agent else getattr(args, "kind", "user")
+        token = mint(state_dir(args, environ), kind, args.user, args.agent or DEMO_AGENT_NAME)
+        print(token)  # noqa: T201 - the token is the output
         return ExitCode.OK
+    if args.dev_command == "agent":
+        from gateway.dev_agents import add_agent, list_agents  # noqa: PLC0415
+
+        directory = state_dir(args, environ)
+        return add_agent(directory, args.name) if args.agent_command == "add" else list_agents(directory)
     from gateway.dev import running  # noqa: PLC0415
 
     directory = state_dir(args, environ)
-    with running(directory, args.port, args.issuer_port, args.livekit_port, args.cors_origin) as env:
-        os.environ.update(env)  # granian's workers build the app from the environment, like `serve`
-        return _serve("127.0.0.1", args.port, 1, os.environ)
+    with running(
+        directory,
+        args.port,
+        args.issuer_port,
+        args.livekit_port,
+        args.cors_origin,
+        demo_agent=args.demo_agent,
+    ) as dev:
+        return dev.serve(args.port)
 
 
 def _serve(host: str, port: int, workers: int, environ: Mapping[str, str]) -> int:

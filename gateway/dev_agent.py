@@ -24,8 +24,8 @@ READY_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0
 NO_AGENTS_PACKAGE = (
     "lkps dev: livekit-agents is not installed, so no demo agent runs (session starts answer 404 "
-    "agent_not_connected); "
-    'install it with: pip install "lkps-client[agents]"'
+    "agent_not_connected); install it in lkps's virtualenv with: pip install './client[agents]' "
+    "(from the repository)"
 )
 
 

@@ -106,8 +106,8 @@ class LiveKitNotReady(Exception):
     """The server exited or did not answer in time; the message says which and where its log is."""
 
 
-def _die_with_parent() -> None:
-    # A dev server killed with SIGKILL must not leave its LiveKit behind holding the ports (Linux only).
+def die_with_parent() -> None:
+    # A dev server killed with SIGKILL must not leave its LiveKit (or lkps) behind holding the ports (Linux).
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -139,7 +139,7 @@ class LiveKitProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
         )
         try:
             self.wait_ready()

@@ -1,5 +1,6 @@
-"""The `lkps dev` state directory: the lock that gives it to one `lkps dev` at a time, and the files through
-which the other commands find the running service (`authority`: the issuer, `url`: lkps).
+"""The `lkps dev` state directory: the lock that gives it to one `lkps dev` at a time, and `lkps dev token`.
+The files through which the other commands find the running service are the client's contract
+(`lkps.dev_state`).
 
 Light on imports on purpose: `lkps dev token` (run often) loads this and the issuer's keys, nothing else.
 """
@@ -12,8 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from lkps.commands import CommandError, ExitCode
-
-LOCK_FILE = "lock"
+from lkps.dev_state import DEMO_AGENT_NAME, DEMO_BACKEND, DEMO_OPERATOR, LOCK_FILE, DevStateError, authority
 
 
 class StateLock:
@@ -56,26 +56,23 @@ class StateLock:
             self._file = None
 
 
-def authority(directory: Path) -> str:
-    """The issuer of the `lkps dev` that runs (or last ran) on `directory`."""
+def mint(directory: Path, kind: str, user: str, agent: str = DEMO_AGENT_NAME) -> str:
+    """`lkps dev token`: a token from the dev issuer's keys (a user, or the backend, an agent or the operator
+    app)."""
     try:
-        return (directory / "authority").read_text().strip()
-    except FileNotFoundError:
-        raise CommandError(
-            ExitCode.DEV_STATE,
-            f"no `lkps dev` has run with its state in {directory}: start `lkps dev` first, "
-            "or pass --state-dir (or set LKPS_DEV_STATE_DIR) to where it runs",
-        ) from None
-
-
-def mint(directory: Path, kind: str, user: str) -> str:
-    """`lkps dev token`: a token from the dev issuer's keys (a user, or the backend, agent or operator app)."""
-    issuer = authority(directory)
+        issuer = authority(directory)
+    except DevStateError as error:
+        raise CommandError(ExitCode.DEV_STATE, error.message) from None
     # The issuer module loads PyJWT and cryptography: only once a state is known to be there.
-    from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DEMO_OPERATOR, DevState  # noqa: PLC0415
+    from authz.dev_issuer import DevState  # noqa: PLC0415
 
     state = DevState(directory)
     if kind == "user":
         return state.user_token(issuer, user)
-    clients = {"app": DEMO_BACKEND, "agent": DEMO_AGENT, "admin": DEMO_OPERATOR}
+    if kind == "agent":
+        try:
+            return state.app_token(issuer, state.identity.agent(agent, directory))
+        except DevStateError as error:
+            raise CommandError(ExitCode.DEV_STATE, error.message) from None
+    clients = {"app": DEMO_BACKEND, "admin": DEMO_OPERATOR}
     return state.app_token(issuer, state.client(clients[kind]))

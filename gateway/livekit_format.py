@@ -2,10 +2,10 @@
 
 The request is LiveKit's `TokenSourceRequest` in snake_case: `room_name`, `participant_name`,
 `participant_identity`, `participant_metadata`, `participant_attributes` and `room_config` (a
-`RoomConfiguration` whose `agents[0]` names the agent and carries its metadata). lkps accepts exactly what a
-session start accepts, the agent and its metadata, plus `participant_name` as the display name. Everything
-else is lkps's to decide, so it is refused by name instead of being silently ignored: a client that asks for
-a room name must learn that it does not get one.
+`RoomConfiguration` whose `agents[0]` names the agent and carries its metadata and deployment). lkps accepts
+exactly what a session start accepts, the agent, its metadata and its deployment, plus `participant_name` as
+the display name. Everything else is lkps's to decide, so it is refused by name instead of being silently
+ignored: a client that asks for a room name must learn that it does not get one.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import msgspec
 from authz.entra import clean_display_name
 from config.settings import is_guid
 from gateway.errors import ApiError, bad_request
-from gateway.schemas import agent_app_id, check_json_depth, decode_body, metadata_json
+from gateway.schemas import agent_app_id, check_json_depth, checked_deployment, decode_body, metadata_json
 from gateway.session_start import StartRequest
 
 AGENT_NAME = "room_config.agents[0].agent_name"
 AGENT_METADATA = "room_config.agents[0].metadata"
+AGENT_DEPLOYMENT = "room_config.agents[0].deployment"
 _WHAT_TO_SEND = (
     'Send only "participant_name" and "room_config": {"agents": [{"agent_name": <agent app id>, '
-    '"metadata": <JSON object text>}]}.'
+    '"metadata": <JSON object text>, "deployment": <LiveKit deployment, optional>}]}.'
 )
 _WHY_NOT = {
     "room_name": "lkps names every room",
@@ -44,6 +45,16 @@ class AgentDispatch(msgspec.Struct):
             msgspec.Meta(
                 description="JSON object text forwarded to the agent as its dispatch metadata; "
                 "at most 50 keys and 10 KB."
+            ),
+        ]
+        | None
+    ) = None
+    deployment: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                description='The LiveKit deployment whose workers get the job; default "". At most 64 bytes, '
+                "no `_`, no whitespace."
             ),
         ]
         | None
@@ -97,6 +108,7 @@ def parse_token_request(body: bytes) -> StartRequest:
         agent_app_id=agent_app_id(agent.agent_name),
         metadata=metadata_json(_metadata_object(agent.metadata)),
         display_name=clean_display_name(request.participant_name or "") or None,
+        deployment=checked_deployment(AGENT_DEPLOYMENT, agent.deployment or ""),
     )
 
 

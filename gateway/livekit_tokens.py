@@ -57,12 +57,17 @@ class LiveKitMinter:
         agent_name: str,
         agent_metadata: str,
         ttl_seconds: int,
+        agent_deployment: str = "",
     ) -> MintedToken:
         """A token that may join exactly `room`, whose first join creates it with the agent dispatched.
 
         `kind`, the room name and every grant are fixed here; callers only influence the display name
-        (from their validated token) and the agent metadata (an opaque string for the agent).
+        (from their validated token), the agent metadata (an opaque string for the agent) and the agent's
+        deployment (a validated name; LiveKit's default "" is left out, as livekit-api leaves it out).
         """
+        dispatch = {"agentName": agent_name, "metadata": agent_metadata}
+        if agent_deployment:
+            dispatch["deployment"] = agent_deployment
         claims: dict[str, Any] = {
             "sub": identity,
             "name": name,
@@ -81,7 +86,7 @@ class LiveKitMinter:
                 "departureTimeout": DEPARTURE_TIMEOUT_SECONDS,
                 "maxParticipants": MAX_PARTICIPANTS,
                 "syncStreams": True,
-                "agents": [{"agentName": agent_name, "metadata": agent_metadata}],
+                "agents": [dispatch],
             },
         }
         return self._sign(claims, ttl_seconds)

@@ -23,6 +23,11 @@ GUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-
 # decoder or encoder hits Python's recursion limit (~1,000 frames).
 MAX_JSON_DEPTH = 32
 MAX_ROOM_NAME = 255  # as stored (sessions.room_name, session_events.room_name)
+# LiveKit's own rule for a worker deployment (livekit/protocol agent.ValidateDeployment, which the server
+# applies to a worker's registration): at most 64 bytes of UTF-8, no "_" (reserved), no byte up to and
+# including the space, no DEL. "" is LiveKit's default deployment.
+MAX_DEPLOYMENT_BYTES = 64
+_NOT_IN_A_DEPLOYMENT = re.compile("[\x00-\x20_\x7f]")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
@@ -48,6 +53,13 @@ class SessionStartRequest(msgspec.Struct, forbid_unknown_fields=True):
         ]
         | None
     ) = None
+    deployment: Annotated[
+        str,
+        msgspec.Meta(
+            description="The agent's LiveKit deployment whose workers get the job (e.g. `staging`); "
+            'default "", the workers registered without one. At most 64 bytes, no `_`, no whitespace.'
+        ),
+    ] = ""
 
 
 class SessionStartResponse(msgspec.Struct):
@@ -244,6 +256,25 @@ def _describe(problem: str, struct: type[msgspec.Struct]) -> str:  # noqa: PLR09
     if problem.startswith("Expected `object`"):
         return "The body must be a JSON object."
     return problem.replace("`", "")
+
+
+def checked_deployment(name: str, value: str) -> str:
+    """`value` if LiveKit accepts it as a deployment name (see MAX_DEPLOYMENT_BYTES); else 400 naming the
+    field: LiveKit would otherwise route the job to no worker at all, silently."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_DEPLOYMENT_BYTES:
+        raise bad_request(
+            f'"{name}" is {size} bytes; a LiveKit deployment is at most {MAX_DEPLOYMENT_BYTES}',
+            reason="invalid_deployment",
+        )
+    if found := _NOT_IN_A_DEPLOYMENT.search(value):
+        what = '"_" (reserved by LiveKit)' if found[0] == "_" else f"U+{ord(found[0]):04X}"
+        raise bad_request(
+            f'"{name}" must not contain {what} (position {found.start()}): a LiveKit deployment has no '
+            'whitespace, control characters or "_", e.g. "staging"',
+            reason="invalid_deployment",
+        )
+    return checked_text(name, value)
 
 
 def agent_app_id(value: str) -> str:

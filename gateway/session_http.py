@@ -61,7 +61,12 @@ async def serve(
     caller = await session_caller_in(services, scope)
     wanted = route.parse(await body())
     started = await services.sessions.start(
-        caller, wanted.agent_app_id, wanted.metadata, context_of(scope), display_name=wanted.display_name
+        caller,
+        wanted.agent_app_id,
+        wanted.metadata,
+        context_of(scope),
+        display_name=wanted.display_name,
+        deployment=wanted.deployment,
     )
     return route.respond(started, services.settings)
 

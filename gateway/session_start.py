@@ -48,6 +48,7 @@ class StartRequest:
     agent_app_id: str
     metadata: str  # the dispatch metadata JSON, already within the session-start limits
     display_name: str | None = None  # shown in the room; the identity always comes from the token
+    deployment: str = ""  # LiveKit's default deployment; checked by `gateway.schemas.checked_deployment`
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +91,11 @@ class SessionStarter:
         ctx: RequestContext,
         *,
         display_name: str | None = None,
+        deployment: str = "",
     ) -> StartedSession:
         """`display_name` (the token endpoint's `participant_name`) replaces only the shown name, never
-        the identity, which always comes from the validated token."""
+        the identity, which always comes from the validated token; `deployment` (validated by the caller,
+        `gateway.schemas.checked_deployment`) picks which of the agent's LiveKit deployments gets the job."""
         ctx.fields["agent_id"] = agent_app_id
         # The user's own budget pays for everything they ask, refusals included; the budget shared by
         # their client's users only for what is served (see gateway.ratelimit).
@@ -104,7 +107,7 @@ class SessionStarter:
             )
         with database_errors("The agent registry could not be read; retry shortly."):
             agent = await self._registry.active(agent_app_id)
-            present = agent is not None and await self._presence.is_present(agent_app_id)
+            present = agent is not None and await self._presence.is_present(agent_app_id, deployment)
         if agent is None or not present:
             raise ApiError(
                 404,
@@ -142,6 +145,7 @@ class SessionStarter:
             },
             agent_name=agent_app_id,
             agent_metadata=agent_metadata,
+            agent_deployment=deployment,
             ttl_seconds=self._ttl,
         )
         # The token is dropped unsent if this fails: no session is handed out without its audit row.
@@ -151,6 +155,7 @@ class SessionStarter:
                     id=str(uuid.uuid4()),
                     room_name=room,
                     agent_app_id=agent_app_id,
+                    deployment=deployment,
                     tenant_id=caller.tenant_id,
                     caller_object_id=caller.object_id,
                     client_app_id=caller.client_app_id,

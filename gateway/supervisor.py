@@ -165,7 +165,7 @@ class SessionSupervisor:
         outcome = "created"
         try:
             await self._dispatcher.create_dispatch(
-                session.room_name, session.agent_app_id, session.agent_metadata or ""
+                session.room_name, session.agent_app_id, session.agent_metadata or "", session.deployment
             )
         except LiveKitUnavailable:
             outcome = "livekit_unavailable"

@@ -33,7 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Name every group that did not run, why, and how many of its tests were skipped."""
+    """Name every group whose tests were skipped, why, and how many (a group none of the selected tests
+    needs is not named)."""
     skipped: Counter[str] = Counter()
     for report in terminalreporter.stats.get("skipped", []):
         longrepr = report.longrepr
@@ -43,7 +44,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     lines = [
         f"{name}: {skipped[name]} tests skipped ({group.covers}): {reason}"
         for name, group in GROUPS.items()
-        if (reason := unavailable(name)) is not None
+        if skipped[name] and (reason := unavailable(name)) is not None
     ]
     if lines:
         terminalreporter.write_sep("=", "test groups that did not run", yellow=True)

@@ -1,4 +1,5 @@
-"""The suite's summary names the test groups that did not run, and LKPS_TEST_REQUIRE turns them into a failure."""
+"""The suite's summary names the test groups whose tests were skipped, and LKPS_TEST_REQUIRE turns a group
+that cannot run into a failure."""
 
 from __future__ import annotations
 
@@ -26,16 +27,15 @@ def run_pytest(**environ: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_summary_names_each_group_that_did_not_run_and_why() -> None:
-    """Without the servers, the run passes, and its summary lists postgres (with its skipped tests), redis and
-    livekit, each with the variable that is missing."""
+    """Without the servers, the run passes, and its summary lists postgres with its skipped tests and the
+    variable that is missing; redis and livekit, which none of the selected tests needs, are not named."""
     result = run_pytest()
     assert result.returncode == 0, result.stdout
     summary = result.stdout[result.stdout.index("test groups that did not run") :]
     assert "postgres: 2 tests skipped" in summary
     assert "LKPS_TEST_POSTGRES_URL is not set" in summary
-    assert "redis: 0 tests skipped" in summary
-    assert "livekit: 0 tests skipped" in summary
-    assert "LKPS_LIVEKIT_SERVER_BIN is not set" in summary
+    assert "redis" not in summary
+    assert "livekit" not in summary
 
 
 def test_a_required_group_that_cannot_run_fails_the_run() -> None:

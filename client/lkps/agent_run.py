@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -62,16 +65,29 @@ EXIT_COMMAND_NOT_FOUND = 127
 EXIT_COMMAND_NOT_EXECUTABLE = 126
 
 
-EXIT_HELP = "\n".join(
-    [
-        "exit status: the worker's own (128+N if signal N ended it), or",
-        f"  {EXIT_NOT_CONFIGURED}  not configured, or no COMMAND",
-        *(f"  {status}  {what}" for _, status, what, _ in EXIT_STATUSES),
-        f"  {EXIT_UNEXPECTED}  lkps gave an unexpected answer",
-        f"  {EXIT_COMMAND_NOT_EXECUTABLE}/{EXIT_COMMAND_NOT_FOUND}  COMMAND cannot be run / is not found",
-        f"A renewal refused with 403 (e.g. agent_revoked) stops the worker with SIGTERM, then exits {EXIT_REFUSED}.",
-    ]
-)
+def _exit_help() -> str:
+    """The exit statuses in order, one line each (statuses shared by several failures on one line)."""
+    meanings: dict[int, list[str]] = {
+        EXIT_NOT_CONFIGURED: ["not configured, or no COMMAND"],
+        EXIT_UNEXPECTED: ["lkps gave an unexpected answer"],
+        EXIT_COMMAND_NOT_EXECUTABLE: ["COMMAND cannot be run"],
+        EXIT_COMMAND_NOT_FOUND: ["COMMAND is not found"],
+    }
+    for _, status, what, _ in EXIT_STATUSES:
+        meanings.setdefault(status, []).append(what)
+    return "\n".join(
+        [
+            "exit status: the worker's own (128+N if signal N ended it), or",
+            *(f"  {status:>3}  {' / '.join(meanings[status])}" for status in sorted(meanings)),
+            f"A renewal refused with 403 (e.g. agent_revoked) stops the worker (SIGTERM), then exits {EXIT_REFUSED}.",
+            "`python` in COMMAND is the one of the virtualenv lkps runs from, as if it were activated.",
+            "A stock worker in `start` mode serves its health check on port 8081: give each agent on one",
+            "machine its own (AgentServer(port=...), or port=0 for any free one).",
+        ]
+    )
+
+
+EXIT_HELP = _exit_help()
 
 # Signals a supervisor sends to stop or poke the worker: all are passed on to it.
 FORWARDED_SIGNALS = (
@@ -108,6 +124,21 @@ class Backoff:
         return max(retry_after or 0.0, base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrecy
 
 
+def this_virtualenv() -> Path | None:
+    """The scripts directory of the virtualenv this interpreter runs in, or None outside one."""
+    return Path(sys.executable).parent if sys.prefix != sys.base_prefix else None
+
+
+def worker_path(path: str, virtualenv: Path | None) -> str:
+    """PATH for the worker: `virtualenv`'s scripts first, as activating it would, so the `python` of
+    `lkps agent run -- python agent.py start` is the interpreter that has lkps-client[agents] installed
+    (not whichever `python` the shell would find)."""
+    if virtualenv is None:
+        return path
+    entries = [entry for entry in path.split(os.pathsep) if entry and entry != str(virtualenv)]
+    return os.pathsep.join([str(virtualenv), *entries])
+
+
 def run_agent(
     provider: WorkerSettingsProvider,
     command: Sequence[str],
@@ -115,23 +146,29 @@ def run_agent(
     environ: Mapping[str, str],
     say: Say,
     backoff: Backoff | None = None,
+    virtualenv: Path | None = None,
 ) -> int:
-    """Register, run `command` as the worker until it exits, renewing meanwhile; returns the exit status."""
+    """Register, run `command` as the worker until it exits, renewing meanwhile; returns the exit status.
+    `virtualenv` (a scripts directory) comes first on the worker's PATH (see `worker_path`)."""
     try:
         registration = provider.renew()
     except LkpsError as error:
         status, line = failure(error)
         say(line)
         return status
-    say(
-        f"registered agent {registration.agent_name} (registration {registration.registration_id}, "
-        f"expires {_utc(registration.expires_at)}); starting the worker: {command[0]}"
-    )
     # The worker gets its worker settings and nothing of the agent's Entra credential.
     env = {name: value for name, value in environ.items() if not name.startswith("LKPS_CLIENT_")}
     from lkps.worker_settings import worker_environment  # noqa: PLC0415 - see the imports
 
     env.update(worker_environment(registration))
+    env["PATH"] = worker_path(env.get("PATH", os.defpath), virtualenv)
+    program = shutil.which(command[0], path=env["PATH"]) or command[0]
+    deployment = env.get("LIVEKIT_AGENT_DEPLOYMENT") or "none: LiveKit's default"
+    say(
+        f"registered agent {registration.agent_name} (registration {registration.registration_id}, "
+        f"expires {_utc(registration.expires_at)}); starting the worker (deployment {deployment}): "
+        f"{' '.join([program, *command[1:]])}"
+    )
     with _forwarding_signals() as forward_to:
         try:
             process = subprocess.Popen(list(command), env=env)  # noqa: S603 - running it is the command's purpose

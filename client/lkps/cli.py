@@ -57,10 +57,19 @@ _FLAG_HELP = {
     "ca_bundle": "PEM file trusted instead of the system store, for Entra and lkps",
 }
 
+DEV_HINT = (
+    "or, against a running `lkps dev`: pass --dev --state-dir <its state directory, .lkps-dev where it runs> "
+    "(or set LKPS_DEV_STATE_DIR)"
+)
+DEV_AGENT_WITHOUT_DEV = (
+    "--agent names an agent of `lkps dev`: add --dev (and --state-dir), or drop it and configure the agent's "
+    "own LKPS_CLIENT_ID"
+)
+
 _CREDENTIALS = frozenset({"LKPS_CLIENT_SECRET", "LKPS_CLIENT_SECRET_FILE", "LKPS_CLIENT_CERTIFICATE"})
 
 # The API's field names in lkps's 400 messages, as the flags that set them on this command line.
-_FIELD_FLAGS = {'"agent_entra_app_id"': "--agent", '"metadata"': "--metadata"}
+_FIELD_FLAGS = {'"agent_entra_app_id"': "--agent", '"metadata"': "--metadata", '"deployment"': "--deployment"}
 
 
 def main(
@@ -99,7 +108,11 @@ def add_client_commands(commands: Commands) -> None:
         group.add_argument(
             f"--{dest.replace('_', '-')}", dest=dest, help=f"{_FLAG_HELP[dest]}; instead of {variable}"
         )
-    group.add_argument("--dev", action="store_true", help="use the demo credentials of a running `lkps dev`")
+    group.add_argument(
+        "--dev",
+        action="store_true",
+        help="use the credentials of a running `lkps dev` (its demo backend; an agent's with agent commands)",
+    )
     add_state_dir_argument(group)
 
     session = commands.add_parser("session", help="start sessions as a backend service (client credentials)")
@@ -112,6 +125,11 @@ def add_client_commands(commands: Commands) -> None:
     )
     start.add_argument(
         "--metadata", type=_json_object, help='JSON object for the agent, e.g. \'{"language": "en"}\''
+    )
+    start.add_argument(
+        "--deployment",
+        help="the agent's LiveKit deployment whose workers get the job, e.g. staging (default: the workers "
+        "started without one)",
     )
     start.set_defaults(run=run_client_command, client_command=_start_session, dev_role="backend")
     end = session_commands.add_parser("end", parents=[connection], help="end a session this client started")
@@ -133,6 +151,12 @@ def add_client_commands(commands: Commands) -> None:
     registration.add_argument("--display-name", help="shown to administrators (GET /api/admin/agents)")
     registration.add_argument("--description", help="what the agent does, for administrators")
     registration.add_argument("--agent-version", help="the agent's own version, for administrators")
+    registration.add_argument(
+        "--agent",
+        dest="dev_agent",
+        metavar="NAME",
+        help="with a `lkps dev` state: act as its agent NAME (`lkps dev agent add NAME`; default: demo)",
+    )
 
     agent = commands.add_parser(
         "agent", help="register an agent, or run its worker, with its own credentials"
@@ -164,7 +188,14 @@ def add_client_commands(commands: Commands) -> None:
         help="renew when this many seconds of the registration are left (at most half its lifetime)",
     )
     run.add_argument(
-        "worker_command", nargs=argparse.REMAINDER, help="the worker, e.g. python agent.py start"
+        "--deployment",
+        help="the LiveKit deployment the worker serves, e.g. staging (sets LIVEKIT_AGENT_DEPLOYMENT; default: "
+        "the worker's own, else none)",
+    )
+    run.add_argument(
+        "worker_command",
+        nargs=argparse.REMAINDER,
+        help="the worker, e.g. python agent.py start (`python` is this virtualenv's when lkps runs from one)",
     )
     run.set_defaults(run=run_agent_command, dev_role="agent")
 
@@ -172,7 +203,7 @@ def add_client_commands(commands: Commands) -> None:
 def run_agent_command(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:
     """`lkps agent run`: every expected failure is one line on stderr and its own exit status (the
     statuses of `lkps.agent_run`, which stay clear of the worker's own)."""
-    from lkps.agent_run import EXIT_NOT_CONFIGURED, run_agent  # noqa: PLC0415
+    from lkps.agent_run import EXIT_NOT_CONFIGURED, run_agent, this_virtualenv  # noqa: PLC0415
     from lkps.config import ClientConfigError  # noqa: PLC0415
     from lkps.worker_settings import WorkerSettingsProvider  # noqa: PLC0415
 
@@ -184,8 +215,10 @@ def run_agent_command(args: argparse.Namespace, environ: Mapping[str, str] = os.
     try:
         client = client_config(args, environ).client()
     except ClientConfigError as error:
-        _say(f"the agent is not configured: {'; '.join(error.problems)}")
+        _say(f"the agent is not configured: {'; '.join(_with_dev_hint(error.problems, dev, environ))}")
         return EXIT_NOT_CONFIGURED
+    if args.deployment is not None:
+        environ = {**environ, "LIVEKIT_AGENT_DEPLOYMENT": args.deployment}
     provider = WorkerSettingsProvider(
         client,
         enforce_client_authz=_enforcement(args.enforce_client_authz, dev),
@@ -196,7 +229,7 @@ def run_agent_command(args: argparse.Namespace, environ: Mapping[str, str] = os.
     )
     with client:
         try:
-            return run_agent(provider, command, environ=environ, say=_say)
+            return run_agent(provider, command, environ=environ, say=_say, virtualenv=this_virtualenv())
         except KeyboardInterrupt:  # Ctrl-C while registering, before there is a worker to stop
             return 130
 
@@ -212,17 +245,18 @@ def run_client_command(args: argparse.Namespace, environ: Mapping[str, str] = os
     try:
         client = client_config(args, environ).client()
     except ClientConfigError as error:
-        listing = "\n".join(f"  - {problem}" for problem in error.problems)
+        listing = "\n".join(f"  - {problem}" for problem in _with_dev_hint(error.problems, dev, environ))
         raise CommandError(ExitCode.SETTINGS, f"the client is not configured:\n{listing}") from None
     try:
         with client:
             result = args.client_command(client, args, dev)
     except (ConnectionFailed, CredentialError) as error:
-        hint = (
-            "is lkps running there? (--url)"
-            if isinstance(error, ConnectionFailed)
-            else "check the Entra settings"
-        )
+        if isinstance(error, ConnectionFailed) and (args.url or not dev):
+            hint = "is lkps running there? (--url)"
+        elif dev:
+            hint = f"is `lkps dev` running with its state in {state_dir(args, environ)}?"
+        else:
+            hint = "check the Entra settings (LKPS_CLIENT_*)"
         raise CommandError(ExitCode.UNREACHABLE, f"{error.message}\n  {hint}") from None
     except LkpsError as error:
         message = error.message
@@ -253,7 +287,7 @@ def uses_dev_state(args: argparse.Namespace, environ: Mapping[str, str]) -> bool
 
 def client_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ClientConfig:
     """Flags over `LKPS_CLIENT_*`, or a `lkps dev` state (`--url` may still point at another dev port)."""
-    from lkps.config import ClientConfig  # noqa: PLC0415 - see run_client_command
+    from lkps.config import ClientConfig, ClientConfigError  # noqa: PLC0415 - see run_client_command
 
     if uses_dev_state(args, environ):
         directory = state_dir(args, environ)
@@ -261,7 +295,10 @@ def client_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Clien
             note = f"lkps: no LKPS_CLIENT_* settings; using the `lkps dev` state in {directory}"
             print(note, file=sys.stderr)  # noqa: T201
         dev_role: Role = args.dev_role
-        return ClientConfig.from_dev_state(directory, dev_role).with_url(args.url)
+        agent = getattr(args, "dev_agent", None)
+        return ClientConfig.from_dev_state(directory, dev_role, agent).with_url(args.url)
+    if getattr(args, "dev_agent", None):
+        raise ClientConfigError([DEV_AGENT_WITHOUT_DEV])
     flags = {variable: getattr(args, dest) for dest, variable in _FLAGS.items() if getattr(args, dest)}
     merged = dict(environ)
     if flags.keys() & _CREDENTIALS:
@@ -272,7 +309,14 @@ def client_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Clien
 
 
 def _start_session(client: LkpsClient, args: argparse.Namespace, _dev: bool) -> Session:
-    return client.start_session(args.agent, args.metadata)
+    return client.start_session(args.agent, args.metadata, deployment=args.deployment)
+
+
+def _with_dev_hint(problems: list[str], dev: bool, environ: Mapping[str, str]) -> list[str]:
+    """Nothing configured outside dev mode: the way to a running `lkps dev` may be what was meant."""
+    if dev or any(name.startswith("LKPS_CLIENT_") for name in environ):
+        return problems
+    return [*problems, DEV_HINT]
 
 
 def _enforcement(flag: bool | None, dev: bool) -> bool:

@@ -104,11 +104,16 @@ class LkpsClient:
         self._base = url.rstrip("/")
         self._user_agent = f"lkps-python/{version('lkps-client')}"
 
-    def start_session(self, agent_id: str, metadata: Mapping[str, Any] | None = None) -> Session:
-        """A LiveKit token for a fresh room with the agent dispatched (`POST /api/session/start`)."""
+    def start_session(
+        self, agent_id: str, metadata: Mapping[str, Any] | None = None, *, deployment: str | None = None
+    ) -> Session:
+        """A LiveKit token for a fresh room with the agent dispatched (`POST /api/session/start`), to the
+        workers of its LiveKit `deployment` if given (else those started without one)."""
         body: dict[str, Any] = {"agent_entra_app_id": agent_id}
         if metadata is not None:
             body["metadata"] = dict(metadata)
+        if deployment is not None:
+            body["deployment"] = deployment
         return self._call("POST", "/api/session/start", body, Session)
 
     def end_session(self, room_name: str) -> EndedSession:

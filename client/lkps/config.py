@@ -10,7 +10,7 @@
     LKPS_CLIENT_AUTHORITY      default https://login.microsoftonline.com
     LKPS_CLIENT_CA_BUNDLE      PEM file trusted instead of the system store (Entra and lkps)
 
-A `lkps dev` state directory holds all of this for its demo backend service and demo agent.
+A `lkps dev` state directory holds all of this for its demo backend service and its agents (`lkps.dev_state`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,17 @@ from urllib.parse import urlsplit
 
 from lkps.client import LkpsClient, plaintext_problem
 from lkps.credentials import DEFAULT_AUTHORITY, EntraCredential
+from lkps.dev_state import (
+    CA_FILE,
+    DEMO_AGENT_NAME,
+    DEMO_BACKEND,
+    DevStateError,
+    authority,
+    base_url,
+    read_identity,
+    require_running,
+)
 
-DEV_DEFAULT_URL = "http://127.0.0.1:8000"
 Role = Literal["backend", "agent"]
 
 
@@ -115,33 +124,28 @@ class ClientConfig:
         return config
 
     @classmethod
-    def from_dev_state(cls, state_dir: Path, role: Role) -> ClientConfig:
-        """The demo backend service's (or demo agent's) real client credentials from a `lkps dev` state."""
-        if not (state_dir / "authority").is_file():
-            raise ClientConfigError([f"no `lkps dev` state in {state_dir}: start `lkps dev` first"])
-        # Dev-only import: a production client never loads the embedded issuer, and the light client
-        # distribution does not have it (`lkps dev` runs where the server is installed).
+    def from_dev_state(cls, state_dir: Path, role: Role, agent: str | None = None) -> ClientConfig:
+        """The demo backend service's, or an agent's (`agent`: its name, default the demo agent), real
+        client credentials from the state of the `lkps dev` running on `state_dir` (`lkps.dev_state`)."""
         try:
-            from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevState  # noqa: PLC0415
-        except ModuleNotFoundError:
-            raise ClientConfigError(
-                [
-                    f"{state_dir} is a `lkps dev` state: use it where the lkps server is installed (pip install lkps)"
-                ]
-            ) from None
-
-        state = DevState(state_dir)
-        client = state.client(DEMO_AGENT if role == "agent" else DEMO_BACKEND)
-        url_file = state_dir / "url"
-        return cls(
-            url=url_file.read_text().strip() if url_file.is_file() else DEV_DEFAULT_URL,
-            tenant_id=state.identity.tenant_id,
-            client_id=client.client_id,
-            scope=f"{state.identity.api_uri}/.default",
-            authority=(state_dir / "authority").read_text().strip(),
-            client_secret=client.secret,
-            ca_bundle=state.ca_path,
-        )
+            require_running(state_dir)
+            identity = read_identity(state_dir)
+            client = (
+                identity.agent(agent or DEMO_AGENT_NAME, state_dir)
+                if role == "agent"
+                else identity.client(DEMO_BACKEND)
+            )
+            return cls(
+                url=base_url(state_dir),
+                tenant_id=identity.tenant_id,
+                client_id=client.client_id,
+                scope=identity.client_credentials_scope,
+                authority=authority(state_dir),
+                client_secret=client.secret,
+                ca_bundle=state_dir / CA_FILE,
+            )
+        except DevStateError as error:
+            raise ClientConfigError([error.message]) from None
 
     def with_url(self, url: str | None) -> ClientConfig:
         if url is None:

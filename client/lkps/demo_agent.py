@@ -5,7 +5,7 @@ No model and no network besides LiveKit. It greets every participant who joins w
 send there, so a browser shows an agent that really joined. Like any agent under lkps it sets no agent
 name, URL, key or secret in its code: `lkps agent run` provides them.
 
-    pip install "lkps-client[agents]"
+    pip install "./client[agents]"                           # from a clone of the lkps repository
     lkps agent run -- python -m lkps.demo_agent start       # LKPS_CLIENT_* of the agent's app
     lkps agent run --dev -- python -m lkps.demo_agent dev   # next to a running `lkps dev`
 """

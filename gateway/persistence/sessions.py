@@ -42,6 +42,7 @@ class SessionRecord:
     id: str
     room_name: str
     agent_app_id: str
+    deployment: str  # the agent's LiveKit deployment; "" is LiveKit's default
     tenant_id: str
     caller_object_id: str
     client_app_id: str

@@ -104,6 +104,8 @@ sessions = Table(
     # room. Each one is counted and the room deleted again.
     Column("reopened_count", Integer(), nullable=False, server_default=text("0")),
     Column("reopened_at", UtcDateTime(), nullable=True),  # the latest such activity
+    # The agent's LiveKit deployment the session dispatched to ("": LiveKit's default); 64 bytes at most.
+    Column("deployment", String(64), nullable=False, server_default=""),
     # Supervision (gateway.supervisor): the dispatch metadata to send again, how many dispatches the session
     # had (the room's own is the first), and when a replica must next look at it (NULL: never again).
     Column("agent_metadata", Text(), nullable=True),

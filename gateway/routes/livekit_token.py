@@ -50,7 +50,8 @@ LIVEKIT_TOKEN = SessionRoute(
     tags=["sessions"],
     summary="Start a session (LiveKit standard token endpoint format)",
     description="For livekit-client `TokenSource.endpoint`: name the agent in `room_config.agents[0].agent_name`"
-    " (its app id) with optional `metadata` (JSON object text); `participant_name` sets the display name. "
+    " (its app id) with optional `metadata` (JSON object text) and `deployment` (the LiveKit deployment whose "
+    "workers get the job); `participant_name` sets the display name. "
     "The room name, identity, participant metadata and attributes and every other room setting are lkps's: "
     "sending them is a 400 that names the field.",
 )

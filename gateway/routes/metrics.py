@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from gateway.services import services_of
+
+# Prometheus's text format 0.0.4; Litestar adds the `charset` parameter itself to a text/* media type, so
+# prometheus_client's CONTENT_TYPE_LATEST (which carries one already) would send it twice.
+MEDIA_TYPE = "text/plain; version=0.0.4"
 
 
 @get("/metrics", include_in_schema=False)
@@ -18,4 +22,4 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     if age is not None:
         services.metrics.jwks_age.set(age)
     services.metrics.jwks_refreshes.set(services.validator.refresh_count)
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(services.metrics.registry), media_type=MEDIA_TYPE)

@@ -11,6 +11,7 @@ from gateway.schemas import (
     SessionStartRequest,
     SessionStartResponse,
     agent_app_id,
+    checked_deployment,
     decode_body,
     metadata_json,
 )
@@ -27,7 +28,11 @@ MAX_BODY_BYTES = 64 * 1024  # metadata is capped at 10 KB; anything far larger i
 
 def _parse(body: bytes) -> StartRequest:
     decoded = decode_body(body, SessionStartRequest)
-    return StartRequest(agent_app_id(decoded.agent_entra_app_id), metadata_json(decoded.metadata))
+    return StartRequest(
+        agent_app_id(decoded.agent_entra_app_id),
+        metadata_json(decoded.metadata),
+        deployment=checked_deployment("deployment", decoded.deployment),
+    )
 
 
 def _respond(started: StartedSession, settings: Settings) -> SessionStartResponse:

@@ -245,3 +245,25 @@ def test_an_lkps_refusal_shows_lkps_message(lkps_dev: DevService, built_site: Pa
             f"lkps refused the session (404 agent_not_connected): Agent with app ID '{agent}' is not connected"
         ), error
         assert "(request id " in error
+
+
+def test_signed_in_the_page_offers_sign_out_and_it_signs_out(
+    lkps_dev: DevService, built_site: Path, tmp_path: Path
+) -> None:
+    """Signed in, Sign out replaces Sign in; Sign out goes through the authority's logout and back to the
+    page, signed out, with Sign in offered again."""
+    site = tmp_path / "site"
+    shutil.copytree(built_site, site)
+    configured = run("node", "scripts/dev-config.mjs", str(lkps_dev.state.dir), str(site / "config.json"))
+    assert configured.returncode == 0, configured.stderr
+    with static_server(site, lkps_dev.spa_origin) as page:
+        done = run("node", "e2e/sign-out.mjs", page, lkps_dev.issuer_spki_hash(), str(tmp_path / "chromium"))
+    result = json.loads(done.stdout or "{}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert result["signedIn"] == {
+        "account": "Signed in as Alice (alice@dev.lkps.invalid).",
+        "signIn": False,
+        "signOut": True,
+    }
+    assert result["signedOut"] == {"account": "Not signed in.", "signIn": True, "signOut": False}
+    assert result["error"] == ""

@@ -192,14 +192,50 @@ class TestClientCommands:
         assert_short_failure(result, ExitCode.SETTINGS, "LKPS_CLIENT_URL (--url)", repr(url))
 
     def test_an_unreachable_issuer_is_two_lines(self, lkps_dev: DevService, tmp_path: Path) -> None:
-        """A client command whose Entra issuer does not answer exits 5 without a traceback."""
-        state = tmp_path / "stopped-dev"
-        shutil.copytree(lkps_dev.state.dir, state, ignore=shutil.ignore_patterns("lock", "*.db*"))
+        """A client command whose Entra issuer does not answer exits 5 without a traceback, asking whether
+        `lkps dev` runs there."""
+        state = tmp_path / "another-dev"
+        shutil.copytree(lkps_dev.state.dir, state, ignore=shutil.ignore_patterns("*.db*"))
         (state / "authority").write_text(f"https://127.0.0.1:{free_port()}")
         result = lkps(
             "session", "start", "--agent", lkps_dev.agent_id, "--dev", "--state-dir", str(state), cwd=tmp_path
         )
-        assert_short_failure(result, ExitCode.UNREACHABLE, "Entra could not be reached")
+        assert_short_failure(
+            result,
+            ExitCode.UNREACHABLE,
+            "Entra could not be reached",
+            f"is `lkps dev` running with its state in {state}?",
+        )
+
+    def test_a_stopped_dev_says_to_start_it(self, lkps_dev: DevService, tmp_path: Path) -> None:
+        """The state of a `lkps dev` that has stopped: `session start` and `agent run` say to start it, not
+        that Entra gave no token."""
+        state = tmp_path / "stopped-dev"
+        shutil.copytree(lkps_dev.state.dir, state, ignore=shutil.ignore_patterns("lock", "*.db*"))
+        started = lkps(
+            "session", "start", "--agent", lkps_dev.agent_id, "--dev", "--state-dir", str(state), cwd=tmp_path
+        )
+        assert_short_failure(
+            started, ExitCode.SETTINGS, f"no `lkps dev` is running with its state in {state}"
+        )
+        run = lkps(
+            "agent",
+            "run",
+            "--dev",
+            "--state-dir",
+            str(state),
+            "--",
+            "python",
+            "agent.py",
+            "start",
+            cwd=tmp_path,
+        )
+        assert run.returncode == 2
+        [line] = run.stderr.splitlines()
+        assert line.startswith(
+            f"lkps agent run: the agent is not configured: no `lkps dev` is running with its state in {state}"
+        )
+        assert "start `lkps dev` there" in line
 
     def test_agent_register_in_dev_keeps_sessions_working(self, lkps_dev: DevService, tmp_path: Path) -> None:
         """`lkps agent register` on a dev state registers without client authorization (no Graph in dev),

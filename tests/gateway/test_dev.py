@@ -20,12 +20,13 @@ import pytest
 import requests
 
 from authz.clock import SystemClock
-from authz.dev_issuer import DEMO_OPERATOR, DevIssuer, DevState
+from authz.dev_issuer import DEMO_AGENT, DEMO_OPERATOR, DevIssuer, DevState
 from authz.dev_login import CODE_LIFETIME_SECONDS, BrowserLogin, LoginRefused
 from authz.entra import build_validator
 from authz.jwks import build_http_client
 from config import Settings
-from gateway.dev import DEMO_BACKEND, dev_environment
+from gateway.dev import DEMO_BACKEND, dev_environment, instructions
+from lkps.dev_state import DevStateError, read_identity
 from tests.support.dev_service import (
     clean_environment,
     free_port,
@@ -127,6 +128,44 @@ class TestEmbeddedIssuer:
         assert kept["clients"] == raw["clients"] | {operator.client_id: asdict(operator)}
         assert kept == raw | {"clients": kept["clients"]}
         assert DevState(tmp_path / "s").identity == upgraded
+
+
+class TestDevAgents:
+    def test_an_agent_added_while_the_issuer_runs_gets_tokens_at_once(
+        self, issuer: DevIssuer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`lkps dev agent add` in another process: the running issuer issues the new agent a token with the
+        agent role at its first request, through MSAL like any agent."""
+        monkeypatch.delenv("MSAL_FORCE_REGION", raising=False)
+        added = DevState(issuer.state.dir).add_agent("weather")  # another process's view of the state
+        result = _msal_app(issuer, added.client_id, added.secret).acquire_token_for_client(
+            scopes=[f"{issuer.state.identity.api_uri}/.default"]
+        )
+        assert "access_token" in result, result
+        claims = jwt.decode(result["access_token"], options={"verify_signature": False})
+        assert (claims["azp"], claims["roles"]) == (added.client_id, [issuer.state.identity.agent_role])
+
+    def test_adding_is_idempotent_and_the_id_depends_on_the_name_alone(self, tmp_path: Path) -> None:
+        """The same name gives the same app id and secret, again or in another state; `demo` is the demo
+        agent; the agents are listed by name."""
+        state = DevState(tmp_path / "a")
+        first = state.add_agent("weather")
+        assert DevState(tmp_path / "a").add_agent("weather") == first
+        assert DevState(tmp_path / "b").add_agent("weather").client_id == first.client_id
+        demo = state.client(DEMO_AGENT)
+        assert state.add_agent("demo") == demo
+        assert read_identity(tmp_path / "a").agents() == {"demo": demo, "weather": first}
+
+    @pytest.mark.parametrize("name", ["", "Weather", "weather_bot", "-weather", "weather-", "a" * 64, "wé"])
+    def test_a_name_that_is_not_plain_is_refused_saying_what_a_name_holds(
+        self, tmp_path: Path, name: str
+    ) -> None:
+        """Names are lowercase letters, digits and inner dashes, up to 63: anything else is refused, unchanged."""
+        state = DevState(tmp_path / "s")
+        before = (tmp_path / "s" / "identity.json").read_text()
+        with pytest.raises(DevStateError, match="lowercase letters, digits and inner dashes"):
+            state.add_agent(name)
+        assert (tmp_path / "s" / "identity.json").read_text() == before
 
 
 def _pkce() -> tuple[str, str]:
@@ -352,7 +391,11 @@ def test_printed_commands_start_a_session(tmp_path: Path) -> None:
             printed += process.stdout.readline()
         blocks = re.split(r"\n# \d\. [^\n]*\n", printed)[1:]
         assert len(blocks) == 5
-        wait_for_demo_agent(tmp_path / ".lkps-dev" / "demo-agent.log")
+        # What each token is for, and the way to an agent of one's own.
+        assert "as a backend service (no signed-in user)" in printed
+        assert "dev agent add NAME" in printed
+        assert "agent run --dev --state-dir" in printed
+        wait_for_demo_agent(tmp_path / ".lkps-dev" / "demo-agent.log", process)
         session = subprocess.run(
             ["bash", "-c", blocks[0]], capture_output=True, text=True, check=True, cwd=tmp_path
         )
@@ -406,3 +449,27 @@ def test_dev_allows_both_loopback_spellings_of_the_example(tmp_path: Path) -> No
         "http://127.0.0.1:5173",
         "http://localhost:5173",
     )
+
+
+def test_without_the_demo_agent_the_printed_session_start_names_the_teams_agent(tmp_path: Path) -> None:
+    """With --no-demo-agent, step 1 adds an agent of the team's and starts the session with it (the shell
+    expands its app id in the body), rather than with the demo agent, which is not registered."""
+    state = DevState(tmp_path / "state")
+    printed = instructions(
+        state,
+        "https://127.0.0.1:8001",
+        "http://127.0.0.1:8000",
+        "demo-id",
+        "lkps",
+        livekit=None,
+        demo_agent=False,
+    )
+    step = re.split(r"\n# \d\. [^\n]*\n", printed)[1]
+    assert "AGENT=$(lkps dev agent add my-agent --state-dir" in step
+    assert "demo-id" not in step
+    body = subprocess.run(
+        ["bash", "-c", "AGENT=the-id; printf %s " + step.split(" -d ", 1)[1].split(")", 1)[0]],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert json.loads(body) == {"agent_entra_app_id": "the-id", "metadata": {"language": "en"}}
+    assert "Demo agent worker: off (--no-demo-agent)" in printed

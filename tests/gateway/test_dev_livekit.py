@@ -3,6 +3,8 @@ directory's key and webhooks to lkps, used for real by the sessions dev mode han
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
 import subprocess
 import sys
@@ -16,7 +18,14 @@ import yaml
 from authz.dev_issuer import DEMO_OPERATOR
 from gateway.dev import start_livekit
 from gateway.dev_livekit import LIVEKIT_SERVER_VERSION, LiveKitConfig, LiveKitProcess, find_binary
-from tests.support.dev_service import DevService, clean_environment, free_port, free_port_run, wait_for
+from tests.support.dev_service import (
+    DevService,
+    clean_environment,
+    free_port,
+    free_port_run,
+    wait_for,
+    wait_for_demo_agent,
+)
 from tests.support.livekit_server import Participant, require_livekit
 
 
@@ -192,3 +201,36 @@ def test_a_misconfigured_binary_is_named_in_the_one_line(
     )
     assert "session starts answer 404 agent_not_connected" in line
     assert "scripts/livekit-server" in line
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_demo_agent_before_lkps(tmp_path: Path) -> None:
+    """Ctrl-C in the terminal (SIGINT to `lkps dev`'s whole process group): the demo agent's worker drains
+    and stops while lkps still relays it, so its log has no failed reconnect; `lkps dev` exits 0."""
+    require_livekit()
+    port = free_port()
+    command = [sys.executable, "-m", "gateway.cli", "dev", "--port", str(port)]
+    command += ["--issuer-port", str(free_port()), "--livekit-port", str(free_port_run(3))]
+    binary = {k: v for k, v in os.environ.items() if k == "LKPS_LIVEKIT_SERVER_BIN"}
+    with (tmp_path / "dev.log").open("w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=clean_environment() | binary,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group, as a foreground job's in a terminal
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/api/health/ready", process)
+            wait_for_demo_agent(tmp_path / ".lkps-dev" / "demo-agent.log", process)
+            os.killpg(process.pid, signal.SIGINT)
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+    agent_log = (tmp_path / ".lkps-dev" / "demo-agent.log").read_text()
+    assert '"draining worker"' in agent_log
+    assert "failed to connect" not in agent_log
+    assert '"level": "ERROR"' not in agent_log

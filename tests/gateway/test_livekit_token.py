@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from gateway.livekit_format import LiveKitTokenRequest
+from gateway.persistence.tables import sessions
 from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
-from tests.gateway.test_session_start import ROOM, assert_error
+from tests.gateway.test_session_start import INVALID_DEPLOYMENTS, ROOM, assert_error
 from tests.support.dev_service import DevService
 from tests.support.livekit import NODE_DIR, verify_node, verify_python
 
@@ -136,7 +138,6 @@ class TestRefusedFields:
                 "room_config.max_participants",
             ),
             ({"room_config": {"egress": {}, **dispatch()["room_config"]}}, "room_config.egress"),
-            (dispatch(deployment="staging"), "room_config.agents[0].deployment"),
             (dispatch(attributes={"k": "v"}), "room_config.agents[0].attributes"),
             ({"roomName": "camel", **dispatch()}, "roomName"),
         ],
@@ -193,6 +194,33 @@ class TestRefusedFields:
         """Exactly one agent named by its app id, metadata as JSON object text within the same 50-key limit."""
         await gateway.register_agent()
         assert_error(await request_token(gateway, body), 400, "invalid_request", message)
+
+    async def test_deployment_is_dispatched_in_the_token_and_recorded(self, gateway: Gateway) -> None:
+        """`room_config.agents[0].deployment` reaches the token's dispatch (both verifiers) and the row."""
+        await gateway.register_agent()
+        response = await request_token(gateway, dispatch(deployment="staging"))
+        assert response.status_code == 201, response.text
+        token = response.json()["participant_token"]
+        config = verify_python(token).room_config
+        assert config is not None
+        assert [(a.agent_name, a.deployment) for a in config.agents] == [(AGENT_ID, "staging")]
+        [node] = verify_node([token])
+        assert node["claims"]["roomConfig"]["agents"][0]["deployment"] == "staging"
+        async with gateway.db.connect() as conn:
+            assert (await conn.execute(select(sessions.c.deployment))).scalar_one() == "staging"
+
+    @pytest.mark.parametrize(("deployment", "problem"), INVALID_DEPLOYMENTS)
+    async def test_an_invalid_deployment_is_a_400_naming_the_field(
+        self, gateway: Gateway, deployment: str, problem: str
+    ) -> None:
+        """LiveKit's deployment rules apply here too, with the field named by its path; nothing is written."""
+        await gateway.register_agent()
+        error = assert_error(
+            await request_token(gateway, dispatch(deployment=deployment)), 400, "invalid_request"
+        )
+        assert error["message"].startswith('"room_config.agents[0].deployment"')
+        assert problem in error["message"]
+        assert await gateway.session_rows() == 0
 
     async def test_metadata_over_10_kb_is_refused(self, gateway: Gateway) -> None:
         """The 10 KB metadata limit of session start applies to the decoded metadata string too."""
@@ -295,7 +323,8 @@ class TestLiveKitClientTokenSource:
     def test_token_source_endpoint_gets_a_verified_token_with_the_agent_dispatch(
         self, lkps_dev: DevService
     ) -> None:
-        """`fetch({agentName, agentMetadata, participantName})` returns a token both LiveKit SDKs verify."""
+        """`fetch({agentName, agentMetadata, participantName, deployment})` returns a token both LiveKit SDKs
+        verify, with the deployment in its dispatch."""
         answer = token_source_fetch(
             lkps_dev,
             f"Bearer {lkps_dev.user_token('alice')}",
@@ -303,6 +332,7 @@ class TestLiveKitClientTokenSource:
                 "agentName": lkps_dev.agent_id,
                 "agentMetadata": '{"language": "en"}',
                 "participantName": "Alice L.",
+                "deployment": "staging",
             },
         )
         assert set(answer) == {"serverUrl", "participantToken"}, answer
@@ -313,13 +343,14 @@ class TestLiveKitClientTokenSource:
         )
         assert (claims.identity, claims.name) == ("ALICE", "Alice L.")
         assert claims.room_config is not None
-        assert [(a.agent_name, json.loads(a.metadata)) for a in claims.room_config.agents] == [
-            (lkps_dev.agent_id, {"language": "en"})
+        assert [(a.agent_name, json.loads(a.metadata), a.deployment) for a in claims.room_config.agents] == [
+            (lkps_dev.agent_id, {"language": "en"}, "staging")
         ]
         [node] = verify_node(
             [answer["participantToken"]], identity.livekit_api_key, identity.livekit_api_secret
         )
         assert node["claims"]["roomConfig"]["agents"][0]["agentName"] == lkps_dev.agent_id
+        assert node["claims"]["roomConfig"]["agents"][0]["deployment"] == "staging"
 
     def test_token_source_surfaces_refusals(self, lkps_dev: DevService) -> None:
         """A room name asked through livekit-client, or no Entra token, fails with lkps's 400 / 401."""

@@ -131,6 +131,32 @@ class TestParticipantToken:
             assert abs(ours.pop(timing) - reference.pop(timing)) <= 2
         assert ours == reference
 
+    def test_a_deployment_is_in_the_dispatch_as_livekit_api_puts_it(self, minter: LiveKitMinter) -> None:
+        """With a deployment, the dispatch carries it under the name livekit-api's own builder uses."""
+        minted = minter.participant_token(
+            identity="ALICE",
+            name="Alice Example",
+            room=ROOM,
+            attributes=ATTRIBUTES,
+            agent_name=AGENT,
+            agent_metadata="{}",
+            agent_deployment="staging",
+            ttl_seconds=600,
+        )
+        reference = _payload(
+            api.AccessToken(API_KEY, API_SECRET)
+            .with_room_config(
+                api.RoomConfiguration(
+                    agents=[api.RoomAgentDispatch(agent_name=AGENT, metadata="{}", deployment="staging")]
+                )
+            )
+            .to_jwt()
+        )
+        assert _payload(minted.jwt)["roomConfig"]["agents"] == reference["roomConfig"]["agents"]
+        config = verify_python(minted.jwt).room_config
+        assert config is not None
+        assert config.agents[0].deployment == "staging"
+
     def test_wrong_secret_is_refused_by_both_verifiers(self, minter: LiveKitMinter) -> None:
         """A token checked with another secret fails in Python and in Node: the signature is real HMAC."""
         token = _participant(minter).jwt

@@ -145,3 +145,10 @@ async def test_made_up_methods_and_paths_add_no_metric_series(gateway: Gateway) 
     assert after == before
     assert any('method="other"' in series for series in after)
     assert not any("XXXX" in series or "yyyy" in series for series in after)
+
+
+async def test_metrics_content_type_is_prometheus_text_with_one_charset(gateway: Gateway) -> None:
+    """/metrics answers Prometheus's text format 0.0.4 with a single `charset` parameter."""
+    response = await gateway.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"

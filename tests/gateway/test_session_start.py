@@ -12,7 +12,7 @@ from gateway.livekit_tokens import DEPARTURE_TIMEOUT_SECONDS, MAX_PARTICIPANTS
 from gateway.persistence.tables import sessions
 from tests.gateway.conftest import AGENT_ID, Gateway
 from tests.support.entra import SERVICE_CLIENT_ID, SERVICE_OID, SPA_CLIENT_ID, USER_OID
-from tests.support.livekit import verify_python
+from tests.support.livekit import verify_node, verify_python
 
 pytestmark = pytest.mark.anyio
 ROOM = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)-(?P<agent>[0-9a-f-]{36})-(?P<ms>\d{13})-(?P<hex>[0-9a-f]{8})$")
@@ -125,6 +125,76 @@ class TestSuccess:
         assert int(row.token_expires_at.timestamp()) == body["expires_at"]
 
 
+# LiveKit's ValidateDeployment (livekit/protocol agent/environment.go): at most 64 bytes, no "_", no byte
+# up to the space, no DEL.
+INVALID_DEPLOYMENTS = [
+    ("blue_green", 'must not contain "_" (reserved by LiveKit) (position 4)'),
+    ("x" * 65, "is 65 bytes; a LiveKit deployment is at most 64"),
+    ("\u00e9" * 33, "is 66 bytes; a LiveKit deployment is at most 64"),
+    ("two words", "must not contain U+0020 (position 3)"),
+    ("tab\there", "U+0009"),
+    ("del\x7f", "U+007F"),
+]
+
+
+class TestDeployment:
+    async def test_deployment_is_dispatched_in_the_token_and_recorded(self, gateway: Gateway) -> None:
+        """A `deployment` reaches the token's agent dispatch, read alike by both verifiers, and the row."""
+        await gateway.register_agent()
+        response = await gateway.start(body={"agent_entra_app_id": AGENT_ID, "deployment": "staging"})
+        assert response.status_code == 200, response.text
+        token = response.json()["participant_token"]
+        config = verify_python(token).room_config
+        assert config is not None
+        assert [(a.agent_name, a.deployment) for a in config.agents] == [(AGENT_ID, "staging")]
+        [node] = verify_node([token])
+        assert node["claims"]["roomConfig"]["agents"] == [
+            {"agentName": AGENT_ID, "metadata": "{}", "deployment": "staging"}
+        ]
+        async with gateway.db.connect() as conn:
+            assert (await conn.execute(select(sessions.c.deployment))).scalar_one() == "staging"
+
+    async def test_no_deployment_is_livekit_default_and_left_out_of_the_token(self, gateway: Gateway) -> None:
+        """Without `deployment` the dispatch names none (LiveKit's default workers) and the row holds ""."""
+        await gateway.register_agent()
+        response = await gateway.start()
+        [node] = verify_node([response.json()["participant_token"]])
+        assert "deployment" not in node["claims"]["roomConfig"]["agents"][0]
+        async with gateway.db.connect() as conn:
+            assert (await conn.execute(select(sessions.c.deployment))).scalar_one() == ""
+
+    async def test_a_deployment_of_64_bytes_with_any_other_character_is_accepted(
+        self, gateway: Gateway
+    ) -> None:
+        """LiveKit's limit is 64 bytes; dots, dashes, slashes and letters beyond ASCII are allowed."""
+        await gateway.register_agent()
+        name = "eu-west.v2/caf\u00e9-" + "x" * 47
+        assert len(name.encode()) == 64
+        response = await gateway.start(body={"agent_entra_app_id": AGENT_ID, "deployment": name})
+        assert response.status_code == 200, response.text
+        config = verify_python(response.json()["participant_token"]).room_config
+        assert config is not None
+        assert config.agents[0].deployment == name
+
+    @pytest.mark.parametrize(("deployment", "problem"), INVALID_DEPLOYMENTS)
+    async def test_an_invalid_deployment_is_a_400_naming_the_field(
+        self, gateway: Gateway, deployment: str, problem: str
+    ) -> None:
+        """Whatever LiveKit's rules refuse is a 400 naming "deployment" and the problem; nothing is written."""
+        await gateway.register_agent()
+        response = await gateway.start(body={"agent_entra_app_id": AGENT_ID, "deployment": deployment})
+        error = assert_error(response, 400, "invalid_request")
+        assert error["message"].startswith('"deployment"')
+        assert problem in error["message"]
+        assert await gateway.session_rows() == 0
+
+    async def test_a_deployment_that_is_not_a_string_is_a_400(self, gateway: Gateway) -> None:
+        """`deployment` must be a string."""
+        await gateway.register_agent()
+        response = await gateway.start(body={"agent_entra_app_id": AGENT_ID, "deployment": 1})
+        assert_error(response, 400, "invalid_request", '"deployment" must be a string')
+
+
 class TestAgentAvailability:
     async def test_unregistered_agent_is_not_connected(self, gateway: Gateway) -> None:
         """An agent without a registration gives the documented 404 and writes nothing."""
@@ -163,7 +233,7 @@ class TestBadRequests:
             ({"agent_entra_app_id": AGENT_ID, "metadata": "x"}, '"metadata" must be a JSON object'),
             (
                 {"agent_entra_app_id": AGENT_ID, "room_name": "mine"},
-                'Unknown field "room_name"; the allowed fields are: agent_entra_app_id, metadata',
+                'Unknown field "room_name"; the allowed fields are: agent_entra_app_id, metadata, deployment',
             ),
             (
                 {"agent_entra_app_id": AGENT_ID, "metadata": {f"k{i}": i for i in range(51)}},

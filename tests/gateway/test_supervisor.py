@@ -49,13 +49,14 @@ class Harness:
             policy=policy,
         )
 
-    async def session(self, room: str, policy: Policy = POLICY) -> None:
+    async def session(self, room: str, policy: Policy = POLICY, deployment: str = "") -> None:
         await insert_sessions(
             self.engine,
             session_row(
                 room,
                 created_at=T0,
                 agent_metadata='{"language":"en"}',
+                deployment=deployment,
                 next_check_at=self.supervisor(policy).first_check(T0),
             ),
         )
@@ -203,6 +204,16 @@ async def test_an_agent_that_never_comes_is_dispatched_twice_then_unavailable(ha
         "lkps_agent_dispatch",
         "lkps_agent_unavailable",
     ]
+
+
+async def test_a_dispatch_goes_to_the_sessions_deployment(harness: Harness) -> None:
+    """A session started for the agent's `staging` deployment is dispatched again to `staging`, never to the
+    default deployment's workers."""
+    await harness.session("room-s", deployment="staging")
+    await harness.webhook("participant_joined", "room-s", USER, "STANDARD")
+    harness.clock.advance(20)
+    await harness.supervisor().run_once()
+    assert harness.dispatcher.dispatches == [("room-s", AGENT, '{"language":"en"}', "staging")]
 
 
 async def test_an_agent_lost_mid_call_is_dispatched_again_once(harness: Harness) -> None:

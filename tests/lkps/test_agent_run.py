@@ -291,3 +291,25 @@ def test_livekit_settings_in_the_environment_are_replaced(entra: FakeEntraServer
     environment = json.loads((tmp_path / "worker.env").read_text())
     assert (environment["LIVEKIT_URL"], environment["LIVEKIT_API_SECRET"]) == (WORKER_URL, WORKER_API_SECRET)
     assert not any(name.startswith("LKPS_") for name in environment)
+
+
+def test_python_in_the_worker_command_is_the_virtualenvs(entra: FakeEntraServer, tmp_path: Path) -> None:
+    """`lkps agent run -- python ...` from a shell where the virtualenv is not activated runs that
+    virtualenv's python (where lkps-client[agents] is), and the first line names it; --deployment reaches
+    the worker as LIVEKIT_AGENT_DEPLOYMENT."""
+    assert sys.prefix != sys.base_prefix, "the suite runs in the project's virtualenv"
+    FakeRegistrar(entra)
+    record = tmp_path / "worker"
+    script = f"import os, sys; open({str(record)!r}, 'w').write(sys.prefix + ' ' + os.environ['LIVEKIT_AGENT_DEPLOYMENT'])"
+    process = wrapper(
+        agent_environment(entra, PATH="/usr/bin:/bin"),
+        "python",
+        "-c",
+        script,
+        options=("--deployment", "staging"),
+    )
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert record.read_text() == f"{sys.prefix} staging"
+    first = stderr.splitlines()[0]
+    assert f"starting the worker (deployment staging): {Path(sys.executable).parent / 'python'} -c" in first

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
+from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND, DevState
 from gateway.cli import main
 from lkps.cli import add_client_commands, client_config
 from lkps.config import ClientConfig, ClientConfigError
@@ -53,9 +57,24 @@ def test_flags_override_the_environment(tmp_path: Path) -> None:
     assert (config.url, config.client_secret) == ("https://other.example.com", "from-a-file")
 
 
+def dev_state(directory: Path, pid: int = os.getpid()) -> DevState:
+    """A `lkps dev` state as a running `lkps dev` leaves it: its files, and its lock naming process `pid`."""
+    state = DevState(directory)
+    (directory / "authority").write_text("https://127.0.0.1:8001")
+    (directory / "url").write_text("http://127.0.0.1:8000")
+    (directory / "lock").write_text(str(pid))
+    return state
+
+
+def stopped_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
 def test_dev_state_is_used_only_when_nothing_is_configured(tmp_path: Path) -> None:
     """A `lkps dev` state is picked up automatically only without LKPS_CLIENT_* variables and flags."""
-    (tmp_path / "authority").write_text("https://127.0.0.1:8001")
+    dev_state(tmp_path)
     state = ("--state-dir", str(tmp_path))
     assert client_config(parsed(*state), ENVIRONMENT).url == "https://lkps.example.com"
     with pytest.raises(ClientConfigError, match="exactly one of"):
@@ -75,6 +94,77 @@ def test_missing_settings_are_listed_together(
     for setting in ("LKPS_CLIENT_URL", "LKPS_CLIENT_TENANT_ID", "LKPS_CLIENT_ID", "LKPS_CLIENT_SCOPE"):
         assert f"{setting} is required" in problems
     assert "exactly one of LKPS_CLIENT_SECRET(_FILE) and LKPS_CLIENT_CERTIFICATE" in problems
+    assert "against a running `lkps dev`: pass --dev --state-dir" in problems
+
+
+def test_the_dev_state_is_read_without_the_server(tmp_path: Path) -> None:
+    """The client reads the state's files itself: lkps's URL, the issuer, its CA, and an agent by name."""
+    state = dev_state(tmp_path)
+    added = state.add_agent("weather")
+    config = ClientConfig.from_dev_state(tmp_path, "agent", "weather")
+    assert (config.url, config.authority, config.ca_bundle) == (
+        "http://127.0.0.1:8000",
+        "https://127.0.0.1:8001",
+        tmp_path / "ca.pem",
+    )
+    assert (config.client_id, config.client_secret) == (added.client_id, added.secret)
+    assert config.scope == "api://lkps-dev/.default"
+    assert ClientConfig.from_dev_state(tmp_path, "agent").client_id == state.client(DEMO_AGENT).client_id
+    assert ClientConfig.from_dev_state(tmp_path, "backend").client_id == state.client(DEMO_BACKEND).client_id
+
+
+def test_a_stopped_lkps_dev_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A state whose `lkps dev` has stopped: one problem saying to start it, not an Entra failure later."""
+    dev_state(tmp_path, stopped_pid())
+    with pytest.raises(ClientConfigError) as refused:
+        ClientConfig.from_dev_state(tmp_path, "agent")
+    assert refused.value.problems == [
+        (
+            f"no `lkps dev` is running with its state in {tmp_path} (lkps was at http://127.0.0.1:8000): start "
+            "`lkps dev` there, or pass --state-dir (or set LKPS_DEV_STATE_DIR) to where it runs"
+        )
+    ]
+
+
+def test_an_unknown_dev_agent_says_how_to_add_it(tmp_path: Path) -> None:
+    """`--agent NAME` of no agent in the state lists the agents there and the command that adds it."""
+    dev_state(tmp_path)
+    with pytest.raises(ClientConfigError) as refused:
+        ClientConfig.from_dev_state(tmp_path, "agent", "weather")
+    [problem] = refused.value.problems
+    assert problem == (
+        f"no agent 'weather' in the `lkps dev` state {tmp_path} (agents: demo): "
+        f"add it with `lkps dev agent add weather --state-dir {tmp_path}`"
+    )
+
+
+def test_a_dev_agent_name_without_a_dev_state_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lkps agent register --agent NAME` with LKPS_CLIENT_* settings: NAME means nothing there, said so."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["agent", "register", "--agent", "weather"], environ=ENVIRONMENT) == 2
+    assert "--agent names an agent of `lkps dev`: add --dev" in capsys.readouterr().err
+
+
+def test_help_texts_show_only_true_defaults_and_ordered_exit_statuses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`dev token --help` shows no "(default: user)" on its app flags, `agent run --help` lists its exit
+    statuses in ascending order, `serve --help` says it is configured by LKPS_* variables."""
+    for argv in (["dev", "token", "--help"], ["agent", "run", "--help"], ["serve", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    text = capsys.readouterr().out
+    token_help, run_help, serve_help = text.split("usage: ")[1:]
+    assert "(default: user)" not in token_help
+    assert "(default: alice)" in token_help
+    statuses = [
+        int(line.split()[0]) for line in run_help.split("exit status:")[1].splitlines()[1:] if line[:1] == " "
+    ]
+    assert statuses == sorted(set(statuses))
+    assert len(statuses) >= 8
+    assert "LKPS_* environment variables" in " ".join(serve_help.split())
 
 
 @pytest.mark.parametrize(

@@ -5,45 +5,23 @@ from __future__ import annotations
 
 import email.parser
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.support.client_venv import build_client_wheel, client_only_venv, run, uv
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 SERVER_ONLY = ("litestar", "sqlalchemy", "asyncpg", "granian", "alembic", "aiosqlite", "structlog")
-
-
-def uv() -> str:
-    """scripts/bootstrap's uv (or one on PATH): the tool the project builds and installs with."""
-    bundled = REPO / ".tools" / "bin" / "uv"
-    found = str(bundled) if bundled.exists() else shutil.which("uv")
-    if found is None:
-        pytest.fail("no uv: run scripts/bootstrap")
-    return found
-
-
-def run(
-    *command: str, cwd: Path = REPO, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
-    return done
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    run(uv(), "build", "--package", "lkps-client", "--wheel", "--out-dir", str(out), "--quiet")
-    [built] = out.glob("lkps_client-*.whl")
-    return built
+    return build_client_wheel(tmp_path_factory.mktemp("dist"))
 
 
 def test_wheel_declares_python_3_10_and_only_client_dependencies(wheel: Path) -> None:
@@ -66,16 +44,7 @@ def test_wheel_installs_alone_and_its_command_runs(wheel: Path, tmp_path: Path) 
     """In a fresh venv the client imports, `lkps --help` lists only client commands, and no server dependency
     was installed."""
     venv = tmp_path / "venv"
-    # The client's dependencies as uv.lock pins them, offline from the cache `uv sync` filled (the test never
-    # needs the network), then the wheel itself; `uv pip check` proves nothing it requires is missing.
-    environment = os.environ | {"UV_PROJECT_ENVIRONMENT": str(venv)}
-    run(
-        uv(), "sync", "--quiet", "--frozen", "--offline", "--package", "lkps-client", "--no-dev",
-        "--no-install-workspace", "--python", sys.executable, env=environment,
-    )  # fmt: skip
-    python = venv / "bin" / "python"
-    run(uv(), "pip", "install", "--quiet", "--offline", "--no-deps", "--python", str(python), str(wheel))
-    run(uv(), "pip", "check", "--quiet", "--python", str(python))
+    python = client_only_venv(venv, wheel) / "python"
     run(str(python), "-c", "import lkps, lkps.agent_run, lkps.cli, lkps.worker_settings", cwd=tmp_path)
     usage = run(str(venv / "bin" / "lkps"), "--help", cwd=tmp_path).stdout
     assert "{session,agent}" in usage

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +16,7 @@ from authz.dev_issuer import DEMO_AGENT, DEMO_BACKEND
 from lkps import AsyncWorkerSettingsProvider, EntraCredential, LkpsClient, NotFound, WorkerSettingsProvider
 from lkps.config import ClientConfig
 from tests.support.clock import FakeClock
-from tests.support.dev_service import DevService, clean_environment
+from tests.support.dev_service import DevService, lkps_command
 from tests.support.livekit import verify_python
 
 pytestmark = pytest.mark.slow
@@ -82,18 +80,6 @@ async def test_agent_renews_its_worker_settings_before_expiry(lkps_dev: DevServi
         assert registration.worker_url == "ws" + lkps_dev.url.removeprefix("http") + "/worker"
         assert registration.worker_api_key != identity.livekit_api_key
         assert registration.worker_api_secret != identity.livekit_api_secret
-
-
-def lkps_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=cwd,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_cli_session_start_uses_the_dev_state_when_nothing_is_configured(lkps_dev: DevService) -> None:

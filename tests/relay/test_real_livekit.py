@@ -108,9 +108,9 @@ class Relay:
     async def register(self, client: DevClient) -> dict[str, Any]:
         return await self.post("/api/agent/register", self.app_token(client), {"enforce_client_authz": False})
 
-    async def start_session(self, agent_id: str) -> dict[str, Any]:
+    async def start_session(self, agent_id: str, **fields: str) -> dict[str, Any]:
         token = self.deployment.user_token("alice")
-        return await self.post("/api/session/start", token, {"agent_entra_app_id": agent_id})
+        return await self.post("/api/session/start", token, {"agent_entra_app_id": agent_id, **fields})
 
     async def seem_connected(self, agent_id: str) -> None:
         """Let sessions to the agent start with none of its workers connected (nobody takes their job)."""
@@ -159,7 +159,7 @@ def run_worker(tmp_path: Path) -> Iterator[Any]:
     """Start stock workers (`python stock_worker.py start`) with the given credentials; stopped at the end."""
     started: list[Worker] = []
 
-    def start(credentials: dict[str, Any], agent_name: str) -> Worker:
+    def start(credentials: dict[str, Any], agent_name: str, **extra_env: str) -> Worker:
         index = len(started)
         log, jobs = tmp_path / f"worker-{index}.log", tmp_path / f"jobs-{index}.txt"
         env = {
@@ -169,6 +169,7 @@ def run_worker(tmp_path: Path) -> Iterator[Any]:
             "LIVEKIT_API_SECRET": credentials["worker_api_secret"],
             "LIVEKIT_AGENT_NAME": agent_name,
             "RELAY_TEST_JOBS": str(jobs),
+            **extra_env,
         }
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -542,3 +543,29 @@ async def test_a_restarted_lkps_keeps_the_running_job_and_the_worker_comes_back(
                     assert len(joined.agents()) == 1
     finally:
         await asyncio.to_thread(deployment.close)
+
+
+async def test_a_staging_and_a_default_worker_each_get_only_their_deployments_jobs(
+    relay: Relay, run_worker: Any
+) -> None:
+    """Two stock workers of one agent, one started with LIVEKIT_AGENT_DEPLOYMENT=staging: a session for a
+    deployment no worker has gets neither, one for `staging` goes to that worker, one for none to the other."""
+    agent = relay.agent("agent deployed twice")
+    credentials = await relay.register(agent)
+    staging = run_worker(credentials, credentials["agent_name"], LIVEKIT_AGENT_DEPLOYMENT="staging")
+    default = run_worker(credentials, credentials["agent_name"])
+    for worker in (staging, default):
+        # Two workers importing livekit-agents at once: a start of minutes on a busy machine.
+        await wait_for(lambda w=worker: "registered worker" in w.log_text(), 120, "both workers to register")
+    # First, while both workers are idle: no deployment falls back to another one's workers.
+    nobodys = await relay.start_session(agent.client_id, deployment="canary")
+    async with join(nobodys) as joined:
+        await asyncio.sleep(5)
+        assert joined.agents() == []
+    assert staging.rooms() == default.rooms() == []
+    for deployment, worker in (("staging", staging), ("", default)):
+        session = await relay.start_session(agent.client_id, deployment=deployment)
+        async with join(session) as joined:
+            await wait_for(lambda j=joined: bool(j.greetings), 30, f"the {deployment or 'default'} greeting")
+        assert worker.rooms() == [session["room_name"]]
+    assert len(staging.rooms() + default.rooms()) == 2

@@ -110,6 +110,25 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LKPS_")}
 
 
+SERVER_LKPS = (sys.executable, "-m", "gateway.cli")  # the `lkps` where the server is installed
+
+
+def lkps_command(
+    *args: str, cwd: Path, program: tuple[str, ...] = SERVER_LKPS, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `lkps` (the server's, unless `program` is another one) as a user would, with no `LKPS_*`
+    variable unless `env` is given."""
+    return subprocess.run(
+        [*program, *args],
+        cwd=cwd,
+        env=clean_environment() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def wait_for_demo_agent(log: Path, process: subprocess.Popen[Any]) -> None:
     """Until the demo agent's worker has registered with LiveKit through lkps's relay (`process` is the
     `lkps dev` that runs it): LiveKit dispatches a room's agent once, when the room starts, and never again
@@ -122,10 +141,13 @@ def wait_for_demo_agent(log: Path, process: subprocess.Popen[Any]) -> None:
 
 
 @contextmanager
-def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService]:
-    """Start `lkps dev` in `directory` (output in `lkps-dev.log` there) and stop it afterwards."""
+def running_dev_service(directory: Path, spa_origin: str, *, demo_agent: bool = True) -> Iterator[DevService]:
+    """Start `lkps dev` in `directory` (output in `lkps-dev.log` there), with `--no-demo-agent` unless
+    `demo_agent`, and stop it afterwards."""
     port = free_port()
     command = [sys.executable, "-m", "gateway.cli", "dev", "--port", str(port)]
+    if not demo_agent:
+        command.append("--no-demo-agent")
     livekit_port = free_port_run(3)
     command += ["--issuer-port", str(free_port()), "--livekit-port", str(livekit_port)]
     command += ["--cors-origin", spa_origin]
@@ -139,7 +161,7 @@ def running_dev_service(directory: Path, spa_origin: str) -> Iterator[DevService
             url = f"http://127.0.0.1:{port}"
             wait_for(f"{url}/api/health/ready", process)
             state = DevState(directory / ".lkps-dev")
-            if binary:
+            if binary and demo_agent:
                 wait_for_demo_agent(state.dir / "demo-agent.log", process)
             yield DevService(directory, url, spa_origin, f"ws://127.0.0.1:{livekit_port}", state)
         finally:

@@ -44,6 +44,17 @@ export class Auth {
     }
   }
 
+  /** Forget the account in this browser and sign out at the authority, which sends the browser back here. */
+  async signOut(): Promise<void> {
+    const account = this.account;
+    if (!account) return;
+    try {
+      await this.msal.logoutRedirect({ account, postLogoutRedirectUri: `${window.location.origin}/` });
+    } catch (error) {
+      throw await signInFailed(this.authority, error);
+    }
+  }
+
   /** An Entra access token for lkps, from MSAL's cache while it lasts. */
   async accessToken(): Promise<string> {
     const account = this.account;

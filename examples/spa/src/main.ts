@@ -90,11 +90,18 @@ async function main(): Promise<void> {
     $("#error").textContent = "";
     auth.signIn().catch(fail);
   };
+  $("#sign-out").onclick = () => {
+    $("#error").textContent = "";
+    auth.signOut().catch(fail);
+  };
   // The button is disabled in the page until here: a click before it has a handler would be lost.
-  $<HTMLButtonElement>("#sign-in").disabled = Boolean(account);
+  $<HTMLButtonElement>("#sign-in").disabled = false;
   if (account) {
     $("#account").textContent = `Signed in as ${account.name} (${account.username}).`;
     $("#account").dataset.signedIn = "true";
+    // One account at a time: signed in, the way out replaces the way in.
+    $("#sign-in").hidden = true;
+    $("#sign-out").hidden = false;
   }
   const run = (button: string, panel: string, start: (token: string) => Promise<Started>) => {
     $<HTMLButtonElement>(button).disabled = !account;

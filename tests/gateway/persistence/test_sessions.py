@@ -28,6 +28,7 @@ def _record(room: str | None = None) -> SessionRecord:
         id=str(uuid.uuid4()),
         room_name=room or f"room-{uuid.uuid4().hex}",
         agent_app_id="8b0f4f0e-54a4-4c44-9a4b-2c7f0d2b6a10",
+        deployment="",
         tenant_id="0d0a8b5e-95a2-4b8b-9d0e-7d6c5b4a3f21",
         caller_object_id="1c9a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
         client_app_id="2d9a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
