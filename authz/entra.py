@@ -36,6 +36,10 @@ _DISPLAY_CLAIMS = ("name", "preferred_username", "upn")
 # What LiveKit identities and room names can carry verbatim. A value outside it is refused, not cleaned:
 # cleaning merges people (`J.O'NEIL` and `J.ONEIL`), so the next configured claim is used instead.
 _USER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Identities lkps gives others: `app-<client id>` to app-only callers, `agent-<job id>` to relayed agents
+# (gateway/relay/frames.py). A user id starting with one could take theirs (LiveKit then disconnects one of
+# the two as a duplicate), so it is not usable either.
+_RESERVED_IDENTITY = re.compile(r"(?i)(app|agent)-")
 # Control and invisible formatting characters (bidi overrides, zero-width, line separators) and lone
 # surrogates, which JSON escapes can produce and which no UTF-8 encoder downstream would accept.
 _DISPLAY_DROP = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
@@ -224,7 +228,7 @@ class EntraValidator:
         """The first configured claim usable as it is, else the oid (a GUID, always usable)."""
         for name in self._user_id_claims:
             value = claims.get(name)
-            if isinstance(value, str) and _USER_ID.fullmatch(value):
+            if isinstance(value, str) and _USER_ID.fullmatch(value) and not _RESERVED_IDENTITY.match(value):
                 return object_id if name == "oid" else value
             if value is not None:
                 log.info("user_id_claim_unusable", claim=name)  # the value is personal data: not logged

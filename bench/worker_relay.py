@@ -3,9 +3,11 @@ process (granian, one worker), the memory they cost, and the latency the relay a
 
 LiveKit's `/agent` is the protocol-level fake of the test suite (tests/support/fake_livekit_agent.py) in
 this process, and so are the N workers (raw protocol clients, each sending `update_worker` every 2.5 s as
-a stock worker does). A job assignment is timed from the moment the fake LiveKit sends it to the moment
-the worker receives it, through lkps, and the same over direct connections to the fake (the baseline):
-the difference is what the relay adds. At the end the server gets SIGTERM and the close codes the
+a stock worker does). A job assignment is timed as LiveKit runs it, for a fresh session room each (its
+session row written first, as session start does): from the fake LiveKit sending the availability
+request, through the worker's acceptance, to the worker receiving the assignment; through lkps (which
+looks the room up, rewrites the answer and the assignment) and over direct connections to the fake (the
+baseline): the difference is what the relay adds. At the end the server gets SIGTERM and the close codes the
 workers see are counted (1012 = service restart: reconnect elsewhere).
 
     python bench/worker_relay.py --connections 1000 --assignments 2000
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -30,20 +33,53 @@ import httpx
 from livekit.protocol import agent
 
 from bench.harness import Deployment, Server, livekit_env
+from gateway.persistence.db import create_engine
 from tests.support.fake_livekit_agent import FakeAgentService, FakeWorkerLink
 from tests.support.livekit import API_KEY, API_SECRET
+from tests.support.sessions import insert_sessions, session_row
 from tests.support.worker_protocol import register_frame, worker_jwt
 
 UPDATE_INTERVAL_SECONDS = 2.5
+
+
+def room(job: int) -> str:
+    return f"bench-room-{job}"
+
+
+def offer(agent_name: str, job: int) -> bytes:
+    message = agent.ServerMessage()
+    message.availability.job.id = f"AJ_{job}"
+    message.availability.job.agent_name = agent_name
+    message.availability.job.room.name = room(job)
+    return message.SerializeToString()
+
+
+def accept(job: int) -> bytes:
+    """A stock worker's acceptance (livekit-agents 1.8 defaults)."""
+    message = agent.WorkerMessage()
+    message.availability.job_id = f"AJ_{job}"
+    message.availability.available = True
+    message.availability.participant_identity = f"agent-AJ_{job}"
+    message.availability.participant_attributes["lk.agent.name"] = "bench"
+    return message.SerializeToString()
 
 
 def assignment(agent_name: str, job: int) -> bytes:
     message = agent.ServerMessage()
     message.assignment.job.id = f"AJ_{job}"
     message.assignment.job.agent_name = agent_name
-    message.assignment.job.room.name = f"bench-room-{job}"
+    message.assignment.job.room.name = room(job)
     message.assignment.token = "x" * 600  # a LiveKit join token's size
     return message.SerializeToString()
+
+
+async def write_sessions(database_url: str, agent_name: str, jobs: range) -> None:
+    """The session rows of the jobs' rooms, as session start writes them before LiveKit can dispatch."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        await insert_sessions(engine, *(session_row(room(job), agent_app_id=agent_name) for job in jobs))
+    finally:
+        await engine.dispose()
 
 
 async def open_worker(
@@ -69,28 +105,45 @@ async def keep_updating(ws: aiohttp.ClientWebSocketResponse) -> None:
         await asyncio.sleep(UPDATE_INTERVAL_SECONDS)
 
 
+async def next_server(ws: aiohttp.ClientWebSocketResponse, kind: str) -> None:
+    while True:
+        message = await ws.receive(timeout=10)
+        if message.type != aiohttp.WSMsgType.BINARY:
+            raise AssertionError(f"the worker got {message.type!r} instead of {kind}")
+        if agent.ServerMessage.FromString(message.data).HasField(kind):
+            return
+
+
+async def next_answer(link: FakeWorkerLink) -> None:
+    while not agent.WorkerMessage.FromString(await asyncio.wait_for(link.received.get(), 10)).HasField(
+        "availability"
+    ):
+        pass
+
+
 async def time_assignments(
     pairs: list[tuple[aiohttp.ClientWebSocketResponse, FakeWorkerLink]],
     agent_name: str,
-    count: int,
+    jobs: range,
     rate: float,
-) -> list[float]:
-    """Send `count` assignments at `rate` per second to random workers; seconds from send to receipt."""
+) -> tuple[list[float], list[float]]:
+    """Run `jobs` at `rate` per second on random workers; seconds from the availability request to the
+    worker's receipt of the assignment, and to its receipt of the request (the hop with the room check)."""
     samples: list[float] = []
-    for job in range(count):
+    offers: list[float] = []
+    for job in jobs:
         ws, link = random.choice(pairs)
-        frame = assignment(agent_name, job)
         started = time.perf_counter()
-        await link.send(frame)
-        while True:
-            message = await ws.receive(timeout=10)
-            if message.type == aiohttp.WSMsgType.BINARY and agent.ServerMessage.FromString(
-                message.data
-            ).HasField("assignment"):
-                break
+        await link.send(offer(agent_name, job))
+        await next_server(ws, "availability")
+        offers.append(time.perf_counter() - started)
+        await ws.send_bytes(accept(job))
+        await next_answer(link)
+        await link.send(assignment(agent_name, job))
+        await next_server(ws, "assignment")
         samples.append(time.perf_counter() - started)
         await asyncio.sleep(1 / rate)
-    return samples
+    return samples, offers
 
 
 def quantiles_ms(samples: list[float]) -> dict[str, float]:
@@ -103,7 +156,7 @@ def quantiles_ms(samples: list[float]) -> dict[str, float]:
 
 
 async def run(
-    server: Server, fake: FakeAgentService, livekit_url: str, args: argparse.Namespace
+    server: Server, fake: FakeAgentService, livekit_url: str, database_url: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await client.post(
@@ -116,6 +169,8 @@ async def run(
         body["agent_name"],
         body["worker_url"],
     )
+    relayed_jobs, direct_jobs = range(args.assignments), range(args.assignments, 2 * args.assignments)
+    await write_sessions(database_url, name, relayed_jobs)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         rss_before = server.worker_rss_kib()
@@ -123,11 +178,13 @@ async def run(
         updaters = [asyncio.ensure_future(keep_updating(ws)) for ws, _ in pairs]
         await asyncio.sleep(3)  # every worker has sent an update; the server settled
         rss_held = server.worker_rss_kib()
-        relayed = await time_assignments(pairs, name, args.assignments, args.rate)
+        cpu_before, _ = server.worker_cpu_seconds()
+        relayed, relayed_offers = await time_assignments(pairs, name, relayed_jobs, args.rate)
+        cpu_jobs = server.worker_cpu_seconds()[0] - cpu_before
         direct_pairs = [
             await open_worker(http, livekit_url, API_KEY, API_SECRET, name, fake) for _ in range(args.direct)
         ]
-        direct = await time_assignments(direct_pairs, name, args.assignments, args.rate)
+        direct, direct_offers = await time_assignments(direct_pairs, name, direct_jobs, args.rate)
         cpu_total, cpu_loop = server.worker_cpu_seconds()
         for task in updaters:
             task.cancel()
@@ -149,14 +206,20 @@ async def run(
         await asyncio.gather(*(close_code(ws) for ws, _ in pairs), return_exceptions=True)
         drained_after = time.perf_counter() - stopping
     relayed_q, direct_q = quantiles_ms(relayed), quantiles_ms(direct)
+    relayed_offer_q, direct_offer_q = quantiles_ms(relayed_offers), quantiles_ms(direct_offers)
     return {
         "connections": args.connections,
+        "load_average": [round(value, 2) for value in os.getloadavg()],
         "worker_rss_kib": {"before": rss_before, "holding": rss_held},
         "kib_per_connection": round((rss_held - rss_before) / args.connections, 1),
         "assignment_ms_through_lkps": relayed_q,
         "assignment_ms_direct": direct_q,
         "added_ms": {k: round(relayed_q[k] - direct_q[k], 3) for k in ("p50", "p99")},
+        "availability_request_ms_through_lkps": relayed_offer_q,
+        "availability_request_ms_direct": direct_offer_q,
         "worker_cpu_seconds": {"process": round(cpu_total, 2), "event_loop_thread": round(cpu_loop, 2)},
+        # lkps's CPU while the relayed jobs ran (the workers' updates included), per job: load-independent.
+        "cpu_ms_per_relayed_job": round(cpu_jobs * 1000 / len(relayed_jobs), 3),
         "sigterm": {"close_codes": dict(codes), "all_closed_after_s": round(drained_after, 2)},
     }
 
@@ -164,14 +227,22 @@ async def run(
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     fake = FakeAgentService()
     async with fake.running() as livekit_url:
-        env = livekit_env(livekit_url, API_KEY, API_SECRET, LKPS_LOG_LEVEL="warning")
+        # All N workers run with the one agent's key: its cap and handshake budget allow them.
+        env = livekit_env(
+            livekit_url,
+            API_KEY,
+            API_SECRET,
+            LKPS_LOG_LEVEL="warning",
+            LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT=str(args.connections + args.direct),
+            LKPS_WORKER_HANDSHAKES_PER_MINUTE=str(args.connections + args.direct),
+        )
         with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
             deployment = await asyncio.to_thread(Deployment.create, Path(work), args.db, extra_env=env)
             try:
                 args.agent_token = deployment.agent_token()
                 with deployment.server() as server:
                     try:
-                        return await run(server, fake, livekit_url, args)
+                        return await run(server, fake, livekit_url, deployment.database_url, args)
                     except Exception:
                         log = Path(work) / f"serve-{server.port}.log"
                         print(log.read_text()[-3000:], file=sys.stderr)

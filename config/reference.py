@@ -173,8 +173,10 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
             Setting(
                 "LKPS_PUBLIC_URL",
                 "lkps's public base URL as workers reach it (`https://lkps.example.com`; http only to "
-                "loopback); `worker_url` is it as `wss://` plus `/worker`. Set it behind a proxy",
-                "the registration request's base URL",
+                "loopback); `worker_url` is it as `wss://` plus `/worker`. Required in any deployment: "
+                "without it a registration to any other host answers 500 `configuration_error` (a proxy's "
+                "or a pod's address is no URL to send workers to). `lkps dev` and the Helm chart set it",
+                "none: only a registration sent to a loopback host works",
             ),
             Setting(
                 "LKPS_WORKER_CHECK_INTERVAL_SECONDS",
@@ -186,6 +188,20 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "how long a worker registering under another agent's name is held before it is closed: a "
                 "refused stock worker retries once per period",
             ),
+            Setting(
+                "LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT",
+                "relayed worker connections one agent may hold on one replica; beyond, handshakes get 429 "
+                "with `Retry-After`",
+            ),
+            Setting(
+                "LKPS_WORKER_HANDSHAKES_PER_MINUTE",
+                "worker handshakes per minute per worker key on one replica, as a burst and then a steady "
+                "rate; beyond, 429 with `Retry-After`",
+            ),
+            Setting(
+                "LKPS_WORKER_KEY_GRACE_SECONDS",
+                "how long the previous worker key stays in force after `rotate_worker_credentials`",
+            ),
         ),
     ),
     (
@@ -194,6 +210,12 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
             Setting("LKPS_LIVEKIT_URL", "the LiveKit URL clients connect to (`wss://`)", "required"),
             Setting("LKPS_LIVEKIT_API_KEY", "LiveKit API key lkps signs tokens with", "required"),
             Setting("LKPS_LIVEKIT_API_SECRET", "its secret, at least 32 characters", "required"),
+            Setting(
+                "LKPS_LIVEKIT_PREVIOUS_API_SECRET",
+                "while rotating `LKPS_LIVEKIT_API_SECRET`: the previous secret, so worker secrets derived from "
+                "it keep working until the workers re-register ([the worker relay](../agents/relay.md))",
+                "none",
+            ),
             Setting(
                 "LKPS_LIVEKIT_API_URL",
                 "LiveKit's server API (Twirp), e.g. an in-cluster `http://livekit:7880` (plaintext only to "
@@ -269,7 +291,7 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
         (
             Setting("LKPS_LOG_LEVEL", "`debug`, `info`, `warning` or `error`"),
             Setting("LKPS_LOG_FORMAT", "`json` or `console`; structured logs on stdout"),
-            Setting("LKPS_ENVIRONMENT", "label in health answers, logs and traces (e.g. `prod-eu`)"),
+            Setting("LKPS_ENVIRONMENT", "label in logs and traces (e.g. `prod-eu`)"),
             Setting(
                 "LKPS_OTEL_EXPORTER_OTLP_ENDPOINT",
                 "OTLP/HTTP collector for traces; an incoming `traceparent` is continued; no headers are "

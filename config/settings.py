@@ -103,9 +103,14 @@ class Settings:
     admin_client_app_ids: tuple[str, ...] = ()
     admin_scopes: tuple[str, ...] = ()
     retention_days: int = DEFAULT_RETENTION_DAYS
-    public_url: str | None = None  # lkps's own base URL as workers reach it; None: from each request
+    public_url: str | None = None  # lkps's own base URL as workers reach it; None: from a loopback request
     worker_check_interval_seconds: float = 2.0
     worker_refusal_hold_seconds: float = 30.0
+    worker_max_connections_per_agent: int = 100
+    worker_handshakes_per_minute: int = 120
+    worker_key_grace_seconds: int = 3600
+    # The LiveKit secret before a rotation: worker secrets derived from it stay valid while it is set.
+    livekit_previous_api_secret: str | None = field(default=None, repr=False)
 
     @property
     def authority_host(self) -> str:
@@ -383,10 +388,28 @@ class _Parser:
                 "LKPS_WORKER_CHECK_INTERVAL_SECONDS", 2.0, float, 0.1, 4
             ),
             worker_refusal_hold_seconds=self.number("LKPS_WORKER_REFUSAL_HOLD_SECONDS", 30.0, float, 1, 600),
+            worker_max_connections_per_agent=self.number(
+                "LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT", 100, int, 1, 100_000
+            ),
+            worker_handshakes_per_minute=self.number(
+                "LKPS_WORKER_HANDSHAKES_PER_MINUTE", 120, int, 1, 100_000
+            ),
+            worker_key_grace_seconds=self.number("LKPS_WORKER_KEY_GRACE_SECONDS", 3600, int, 0, 7 * 86400),
+            livekit_previous_api_secret=self.previous_livekit_secret(api_secret),
         )
         if self.problems:
             raise ConfigError(self.problems)
         return settings
+
+    def previous_livekit_secret(self, current: str) -> str | None:
+        """The LiveKit secret before a rotation, whose worker secrets stay valid while it is set."""
+        previous = self.secret("LKPS_LIVEKIT_PREVIOUS_API_SECRET")
+        if previous is not None and previous == current:
+            self.problems.append(
+                "LKPS_LIVEKIT_PREVIOUS_API_SECRET equals LKPS_LIVEKIT_API_SECRET; set it to the secret before "
+                "the rotation, or unset it once every worker runs with its new secret"
+            )
+        return previous
 
     def rate_limits(self) -> tuple[int, int]:
         """(per client, per user and client) session starts a minute; the client's is the ceiling above."""

@@ -53,7 +53,7 @@ def create_app(
         # Start-up objects live for the process; freezing them keeps the GC from rescanning them.
         gc.collect()
         gc.freeze()
-        log.info("started", environment=settings.environment, pid=os.getpid())
+        log.info("started", environment=settings.environment, version=version("lkps"), pid=os.getpid())
 
     async def on_shutdown() -> None:
         if tracer_provider is not None:

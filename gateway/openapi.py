@@ -56,6 +56,7 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         413: "Request body too large.",
         415: "Unsupported content type.",
         429: "Rate limited (see Retry-After).",
+        500: "lkps is misconfigured (`configuration_error`: the message names the setting its operators must fix).",
         502: "LiveKit could not be reached or refused the call.",
         503: "A dependency is unavailable; retry after Retry-After.",
     }

@@ -72,6 +72,13 @@ class AgentRegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
     display_name: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     description: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
     agent_version: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    rotate_worker_credentials: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Issue a new worker key and secret; the previous key stays in force for "
+            "LKPS_WORKER_KEY_GRACE_SECONDS (default one hour) so running workers can be restarted onto it."
+        ),
+    ] = False
 
 
 class AgentRegisterResponse(msgspec.Struct):
@@ -86,7 +93,7 @@ class AgentRegisterResponse(msgspec.Struct):
         str,
         msgspec.Meta(
             description="LIVEKIT_API_SECRET for the worker: valid at lkps only, for this agent, while it "
-            "is registered; unchanged by a renewal."
+            "is registered; unchanged by a renewal unless the credentials are rotated."
         ),
     ]
     expires_at: Annotated[int, msgspec.Meta(description="Unix time the registration expires; renew before.")]

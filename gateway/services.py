@@ -23,12 +23,13 @@ from gateway.persistence.admin_queries import AdminQueries
 from gateway.persistence.agents import AgentRegistry
 from gateway.persistence.db import create_engine
 from gateway.persistence.lifecycle import SessionLifecycle
+from gateway.persistence.migrate import CachedDatabaseStatus
 from gateway.persistence.revocations import AgentRevocations
 from gateway.persistence.sessions import SessionWriter
 from gateway.persistence.workers import WorkerStore
 from gateway.ratelimit import build_rate_limits
 from gateway.relay.credentials import WorkerCredentials
-from gateway.relay.relay import WorkerRelay, livekit_agent_url
+from gateway.relay.relay import RelayLimits, WorkerRelay, livekit_agent_url
 from gateway.session_end import SessionEnder
 from gateway.session_start import ClientAuthorizer, SessionStarter
 
@@ -78,6 +79,10 @@ class Services:
     relay: WorkerRelay
     draining: bool = False
     _owned: list[Any] = field(default_factory=list)
+    database_status: CachedDatabaseStatus = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.database_status = CachedDatabaseStatus(self.engine, self.clock)
 
     async def aclose(self) -> None:
         self.draining = True
@@ -134,7 +139,7 @@ def build_services(
         )
     lifecycle = SessionLifecycle(engine, clock)
     workers = WorkerStore(engine, clock)
-    credentials = WorkerCredentials(settings.livekit_api_secret)
+    credentials = WorkerCredentials(settings.livekit_api_secret, settings.livekit_previous_api_secret)
     return Services(
         settings=settings,
         clock=clock,
@@ -180,8 +185,12 @@ def build_services(
             clock=clock,
             livekit_agent_url=livekit_agent_url(server_api_url(settings)),
             livekit_public_url=settings.livekit_url,
-            check_interval_seconds=settings.worker_check_interval_seconds,
-            refusal_hold_seconds=settings.worker_refusal_hold_seconds,
+            limits=RelayLimits(
+                max_connections_per_agent=settings.worker_max_connections_per_agent,
+                handshakes_per_minute=settings.worker_handshakes_per_minute,
+                check_interval_seconds=settings.worker_check_interval_seconds,
+                refusal_hold_seconds=settings.worker_refusal_hold_seconds,
+            ),
         ),
         _owned=owned,
     )

@@ -1,13 +1,18 @@
 """Suite-wide fixtures: the anyio backend and a migrated database per test (SQLite, and PostgreSQL when
-LKPS_TEST_POSTGRES_URL names a server); the summary of the groups that did not run, and LKPS_TEST_REQUIRE."""
+LKPS_TEST_POSTGRES_URL names a server); the summary of the groups that did not run, and LKPS_TEST_REQUIRE;
+the app's own logging configuration, switched on for one test."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+import structlog
 
+from config import Settings
+from gateway.observability.logging import configure_logging, logged_secrets
 from tests.support.db import DB_KINDS, TestDatabases
 from tests.support.dev_service import DevService, free_port, running_dev_service
 from tests.support.groups import (
@@ -73,3 +78,34 @@ def lkps_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevService]:
         tmp_path_factory.mktemp("lkps-dev"), f"http://127.0.0.1:{free_port()}"
     ) as service:
         yield service
+
+
+_NOISY = ("httpx", "httpcore", "msal", "urllib3", "hpack", "_granian")
+
+
+@pytest.fixture
+def debug_logging() -> Iterator[Callable[..., None]]:
+    """Switches the app's own logging configuration on at debug level (call it inside the test, where
+    `capfd` has its final stdout), and undoes it afterwards so other tests are unaffected. Given the
+    gateway's settings, it configures logging exactly as `app_from_env` does (format and secrets).
+
+    Logger caching is turned off so that no module-level logger stays bound to this configuration.
+    """
+    root = logging.getLogger()
+    saved_root = (root.handlers[:], root.level)
+    saved = {name: (logging.getLogger(name).level, logging.getLogger(name).handlers[:]) for name in _NOISY}
+
+    def enable(settings: Settings | None = None) -> None:
+        if settings is None:
+            configure_logging("debug", "json")
+        else:
+            configure_logging(settings.log_level, settings.log_format, logged_secrets(settings))
+        structlog.configure(cache_logger_on_first_use=False)
+
+    yield enable
+    structlog.reset_defaults()
+    root.handlers[:], level = saved_root
+    root.setLevel(level)
+    for name, (saved_level, handlers) in saved.items():
+        logging.getLogger(name).setLevel(saved_level)
+        logging.getLogger(name).handlers[:] = handlers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import msgspec
@@ -21,6 +22,19 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is Python 3.11+
 
 T = TypeVar("T")
+
+
+def plaintext_problem(url: str) -> str | None:
+    """Why lkps at `url` cannot be sent credentials: plaintext http to a host other than this machine's
+    loopback (the bearer token, and the worker secret in the answer, would cross the network unencrypted)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return None
+    try:
+        loopback = parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        loopback = False
+    return None if loopback else f"{url!r} is plaintext http to a non-loopback host: use https://"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +90,10 @@ class LkpsClient:
         timeout_seconds: float = 10.0,
         http: httpx.Client | None = None,
     ) -> None:
-        """`url` is lkps's base URL; `ca_bundle` replaces the system trust; `http` overrides the transport."""
+        """`url` is lkps's base URL (https, or http on loopback only); `ca_bundle` replaces the system trust;
+        `http` overrides the transport."""
+        if problem := plaintext_problem(url):
+            raise ValueError(f"lkps URL {problem}")
         self._credential = credential
         self._owns_http = http is None
         self._http = http or httpx.Client(

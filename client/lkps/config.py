@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from lkps.client import LkpsClient
+from lkps.client import LkpsClient, plaintext_problem
 from lkps.credentials import DEFAULT_AUTHORITY, EntraCredential
 
 DEV_DEFAULT_URL = "http://127.0.0.1:8000"
@@ -160,4 +160,6 @@ def _url_problem(url: str) -> str | None:
         return f"LKPS_CLIENT_URL (--url) {url!r} is not a URL ({exc})"
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return f"LKPS_CLIENT_URL (--url) {url!r} must be an http:// or https:// URL, e.g. https://lkps.example.com"
+    if problem := plaintext_problem(url):
+        return f"LKPS_CLIENT_URL (--url) {problem}"
     return None

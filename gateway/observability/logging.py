@@ -1,5 +1,7 @@
 """structlog configuration: one event per line on stdout (JSON rendered by orjson, or console), exceptions
-without frame locals, and secrets masked twice: by field name, and in the rendered line itself."""
+without frame locals, and secrets masked twice: by field name, and in the rendered line itself. In the
+console format every value has its control characters escaped, so no value can forge a line or drive the
+terminal."""
 
 from __future__ import annotations
 
@@ -48,6 +50,48 @@ _JWT = r"e[wy][A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"
 _URL_PASSWORD = r"(://[^/\s:@\"']*:)[^/\s@\"']+(?=@)"  # noqa: S105 - a pattern, not a password
 
 
+# C0 controls, DEL, C1 controls and the Unicode line separators: in a console line each could end the line
+# early (the rest passing for another event) or reach the terminal as an escape sequence. JSON escapes C0.
+_CONTROLS = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _CONTROLS}
+_ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+_ESCAPES_BUT_NEWLINE = {code: escape for code, escape in _ESCAPES.items() if code != ord("\n")}
+# Multi-line values the console renderer prints below the event: their lines stay, indented.
+_BLOCKS = frozenset({"exception", "stack"})
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as its backslash escape."""
+    return text.translate(_ESCAPES)
+
+
+class _EscapedRepr:
+    """A non-string value, shown as the console renderer would (its repr), with control characters escaped."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return escape_controls(repr(self.value))
+
+
+def escape_console_values(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Escape control characters in every value of a console event; a traceback keeps its line breaks, each
+    of its lines indented, so that none of them can pass for an event of its own."""
+    for key, value in event_dict.items():
+        if key in _BLOCKS and isinstance(value, str):
+            event_dict[key] = "\n".join(
+                f"    {line}" for line in value.translate(_ESCAPES_BUT_NEWLINE).split("\n")
+            )
+        elif isinstance(value, str):
+            event_dict[key] = escape_controls(value)
+        else:
+            event_dict[key] = _EscapedRepr(value)
+    return event_dict
+
+
 def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in _SECRET_KEYS.intersection(event_dict):
         event_dict[key] = _MASK
@@ -82,16 +126,13 @@ class _Rules(Generic[AnyStr]):
 
 def _escaped(secret: str) -> set[str]:
     """`secret` as each renderer may write it: as is; as orjson escapes it (lkps's JSON lines); as the
-    standard library's ASCII-only JSON does (library records); as Python's repr does inside either quote
-    (the console format's values)."""
-    python = "".join(repr(character)[1:-1] for character in secret)  # a lone quote is never escaped
-    return {
-        secret,
-        orjson.dumps(secret).decode()[1:-1],
-        json.dumps(secret)[1:-1],
-        python,
-        python.replace("'", "\\'"),
-    }
+    standard library's ASCII-only JSON does (library records); as Python's repr does inside either quote,
+    with or without the console format's control-character escapes first (its values)."""
+    forms = {secret, orjson.dumps(secret).decode()[1:-1], json.dumps(secret)[1:-1]}
+    for text in (secret, escape_controls(secret)):
+        python = "".join(repr(character)[1:-1] for character in text)  # a lone quote is never escaped
+        forms.update((text, python, python.replace("'", "\\'")))
+    return forms
 
 
 class Redactor:
@@ -152,13 +193,16 @@ def logged_secrets(settings: Settings) -> tuple[str, ...]:
     return tuple(value for value in values if value)
 
 
-def _exceptions(fmt: str) -> Any:
-    """Tracebacks without frame locals: a frame's locals hold request headers, tokens and secrets."""
+def _before_rendering(fmt: str) -> list[Any]:
+    """Tracebacks without frame locals (a frame's locals hold request headers, tokens and secrets), and in
+    the console format, where a string is printed as is, every value escaped."""
     if fmt == "console":
-        return structlog.processors.format_exc_info  # text, which the console renderer prints as is
-    return structlog.processors.ExceptionRenderer(
-        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-    )
+        return [structlog.processors.format_exc_info, escape_console_values]
+    return [
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+    ]
 
 
 def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
@@ -182,7 +226,7 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
         library_renderer = structlog.processors.JSONRenderer()  # stdlib handlers write text
         factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
     structlog.configure(
-        processors=[*shared, _exceptions(fmt), _Redacted(renderer, redactor)],
+        processors=[*shared, *_before_rendering(fmt), _Redacted(renderer, redactor)],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=factory,
         cache_logger_on_first_use=True,
@@ -193,7 +237,7 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                _exceptions(fmt),
+                *_before_rendering(fmt),
                 _Redacted(library_renderer, redactor),
             ],
         )

@@ -54,8 +54,14 @@ class Metrics:
         )
         self.worker_security_events = Counter(
             "lkps_worker_security_events",
-            "Worker frames dropped as a security event: simulate_job, a second register, a foreign job.",
+            "Worker relay security events, by kind: a frame outside the allow-list (the connection is "
+            "closed), a foreign job, an availability answer over the bounds, another agent's name.",
             ["kind"],
+            registry=r,
+        )
+        self.worker_audit_dropped = Counter(
+            "lkps_worker_audit_dropped",
+            "Worker relay audit records dropped because the bounded audit queue was full.",
             registry=r,
         )
         self.db_batch_size = Histogram(

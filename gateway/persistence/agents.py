@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, exists, insert, literal, select
+from sqlalchemy import ColumnElement, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from authz.clock import Clock, utc_now
@@ -26,6 +26,14 @@ _MAX_CACHED = 10_000
 
 class AgentRevoked(Exception):
     """The agent is revoked: it may not register (nothing is written)."""
+
+
+async def lock_agent(conn: AsyncConnection, agent_app_id: str) -> None:
+    """Serialize this transaction with every other registration or revocation of the agent (PostgreSQL; an
+    SQLite write transaction is serialized already). Without it a registration that read the key in force
+    before a revocation committed could insert it again unrevoked, and an unrevoke would bring it back."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(agent_app_id, 0))))
 
 
 def _revoked(agent_app_id: str) -> ColumnElement[bool]:
@@ -122,12 +130,15 @@ class AgentRegistry:
         async with self._engine.connect() as conn:
             return bool(await conn.scalar(select(_revoked(agent_app_id))))
 
-    async def register(self, new: NewRegistration, expires_at: int) -> Registration:
+    async def register(
+        self, new: NewRegistration, expires_at: int, rotate_key_grace_seconds: int | None = None
+    ) -> Registration:
         """Record one registration (an audit row per call) and make it the one in force until `expires_at`.
 
         The registration carries the worker key id of the agent's registration in force, if any (a renewal:
-        the running worker's credentials stay valid), else a new one. Raises AgentRevoked, writing
-        nothing, if the agent is revoked when the row would be inserted.
+        the running worker's credentials stay valid), else a new one. With `rotate_key_grace_seconds` it
+        gets a new key and the agent's other keys stay in force at most that much longer. Raises
+        AgentRevoked, writing nothing, if the agent is revoked when the row would be inserted.
         """
         issued_at = utc_now(self._clock)
         in_force = (
@@ -142,8 +153,22 @@ class AgentRegistry:
             .limit(1)
         )
         async with self._engine.begin() as conn:
-            key_id = await conn.scalar(in_force) or new_key_id()
+            await lock_agent(conn, new.agent_app_id)
+            rotating = rotate_key_grace_seconds is not None
+            key_id = (None if rotating else await conn.scalar(in_force)) or new_key_id()
             registration = await self._insert(conn, new, issued_at, expires_at, key_id)
+            if rotate_key_grace_seconds is not None:
+                # The other keys' registrations end with the grace period (their rows say when).
+                retired_at = issued_at + timedelta(seconds=rotate_key_grace_seconds)
+                await conn.execute(
+                    update(t)
+                    .where(
+                        t.c.agent_app_id == new.agent_app_id,
+                        t.c.worker_key_id != key_id,
+                        t.c.expires_at > retired_at,
+                    )
+                    .values(expires_at=retired_at)
+                )
         self.invalidate(new.agent_app_id)
         return registration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
@@ -14,6 +14,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.persistence.db import create_engine
+
+if TYPE_CHECKING:
+    from authz.clock import Clock
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 
@@ -49,6 +52,32 @@ async def database_status(engine: AsyncEngine, within_seconds: float = 2.0) -> s
     if revision is None or revision in _older_revisions():
         return f"not migrated (revision {revision or 'none'}, head {head_revision()}): run `lkps migrate`"
     return "ok"
+
+
+class CachedDatabaseStatus:
+    """`database_status`, asked at most once per `ttl_seconds` whoever asks and however often: the health
+    endpoints answer without credentials, so they must not be a way to load the database. Concurrent
+    callers while the answer is stale share one check."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, ttl_seconds: float = 1.0) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._ttl = ttl_seconds
+        self._lock = asyncio.Lock()
+        self._status = ""
+        self._checked_at: float | None = None
+
+    def _fresh(self) -> bool:
+        return self._checked_at is not None and 0 <= self._clock.monotonic() - self._checked_at < self._ttl
+
+    async def status(self) -> str:
+        if self._fresh():
+            return self._status
+        async with self._lock:
+            if not self._fresh():
+                self._status = await database_status(self._engine)
+                self._checked_at = self._clock.monotonic()
+            return self._status
 
 
 def _read_revision(connection: Any) -> str | None:

@@ -18,6 +18,7 @@ from gateway.persistence.tables import (
     sessions,
     worker_connections,
     worker_jobs,
+    worker_security_events,
 )
 
 # Each table with the time that ages its rows; a registration ages from its expiry, so none in force goes.
@@ -28,6 +29,7 @@ PRUNED: tuple[tuple[Table, Column[datetime]], ...] = (
     (admin_actions, admin_actions.c.at),
     (worker_connections, worker_connections.c.connected_at),
     (worker_jobs, worker_jobs.c.assigned_at),
+    (worker_security_events, worker_security_events.c.occurred_at),
 )
 
 

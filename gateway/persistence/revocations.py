@@ -14,6 +14,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authz.clock import Clock, utc_now
+from gateway.persistence.agents import lock_agent
 from gateway.persistence.audit import AdminAction, audit_insert
 from gateway.persistence.dialect import upsert_insert
 from gateway.persistence.tables import agent_registrations, agent_revocations
@@ -47,6 +48,7 @@ class AgentRevocations:
             "reason": reason,
         }
         async with self._engine.begin() as conn:
+            await lock_agent(conn, agent_app_id)
             await conn.execute(
                 upsert_insert(conn, agent_revocations)
                 .values(agent_app_id=agent_app_id, **fields)

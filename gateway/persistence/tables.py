@@ -187,3 +187,19 @@ worker_jobs = Table(
     Index(None, "room_name"),
     Index(None, "assigned_at"),  # pruning
 )
+
+# One row per security event of the worker relay: a frame outside its allow-list, a job for a room that is
+# not a session of the worker's agent, an availability answer over the bounds, another agent's name.
+worker_security_events = Table(
+    "worker_security_events",
+    metadata,
+    _guid("id", primary_key=True),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    _guid("agent_app_id", nullable=False),
+    Column("worker_key_id", String(40), nullable=False),
+    _guid("connection_id", nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("detail", String(128), nullable=True),
+    Index(None, "agent_app_id", "occurred_at"),
+    Index(None, "occurred_at"),  # pruning
+)

@@ -1,14 +1,15 @@
 """What the worker relay reads and writes: which worker keys are in force, whose room a room is, and the
-audit rows of relayed connections and jobs."""
+audit rows of relayed connections, jobs and security events (written in batches, see `write`)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import exists, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from authz.clock import Clock, utc_now
 from gateway.persistence.dialect import upsert_insert
@@ -18,6 +19,7 @@ from gateway.persistence.tables import (
     sessions,
     worker_connections,
     worker_jobs,
+    worker_security_events,
 )
 
 t = agent_registrations
@@ -37,11 +39,48 @@ class OpenedConnection:
     worker_key_id: str
     client_address: str | None
     replica: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRegistered:
+    connection_id: str
+    worker_id: str  # LiveKit's, from its register answer
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    connection_id: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JobAssigned:
+    job_id: str
+    connection_id: str
+    agent_app_id: str
+    room_name: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    kind: str
+    agent_app_id: str
+    worker_key_id: str
+    connection_id: str | None
+    detail: str | None
+    at: datetime
+
+
+AuditRecord = OpenedConnection | WorkerRegistered | ConnectionClosed | JobAssigned | SecurityEvent
 
 
 class WorkerStore:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._clock = clock
 
     async def keys_in_force(self, key_ids: Collection[str]) -> dict[str, WorkerKey]:
@@ -77,53 +116,68 @@ class WorkerStore:
             return "revoked" if await conn.scalar(select(exists(revoked))) else "expired"
 
     async def room_agent(self, room_name: str) -> str | None:
-        """The agent a session's room was dispatched to, or None if lkps started no session in that room."""
-        async with self._engine.connect() as conn:
+        """The agent a session's room was dispatched to, or None if lkps started no session in that room.
+        On the relay's path: one statement in autocommit (no BEGIN and ROLLBACK round trips around it)."""
+        async with self._reader.connect() as conn:
             agent: str | None = await conn.scalar(
                 select(sessions.c.agent_app_id).where(sessions.c.room_name == room_name)
             )
             return agent
 
-    async def connection_opened(self, opened: OpenedConnection) -> None:
+    async def write(self, records: Sequence[AuditRecord]) -> None:
+        """Write audit records in order, in one transaction."""
         async with self._engine.begin() as conn:
+            for record in records:
+                await _write(conn, record)
+
+
+async def _write(conn: AsyncConnection, record: AuditRecord) -> None:
+    match record:
+        case OpenedConnection():
             await conn.execute(
                 insert(worker_connections).values(
-                    id=opened.id,
-                    agent_app_id=opened.agent_app_id,
-                    worker_key_id=opened.worker_key_id,
-                    client_address=opened.client_address,
-                    replica=opened.replica,
-                    connected_at=utc_now(self._clock),
+                    id=record.id,
+                    agent_app_id=record.agent_app_id,
+                    worker_key_id=record.worker_key_id,
+                    client_address=record.client_address,
+                    replica=record.replica,
+                    connected_at=record.at,
                 )
             )
-
-    async def worker_registered(self, connection_id: str, worker_id: str) -> None:
-        async with self._engine.begin() as conn:
+        case WorkerRegistered():
             await conn.execute(
                 update(worker_connections)
-                .where(worker_connections.c.id == connection_id)
-                .values(worker_id=worker_id[:64])
+                .where(worker_connections.c.id == record.connection_id)
+                .values(worker_id=record.worker_id[:64])
             )
-
-    async def connection_closed(self, connection_id: str, reason: str) -> None:
-        async with self._engine.begin() as conn:
+        case ConnectionClosed():
             await conn.execute(
                 update(worker_connections)
-                .where(worker_connections.c.id == connection_id)
-                .values(disconnected_at=utc_now(self._clock), close_reason=reason)
+                .where(worker_connections.c.id == record.connection_id)
+                .values(disconnected_at=record.at, close_reason=record.reason[:32])
             )
-
-    async def job_assigned(self, job_id: str, connection_id: str, agent_app_id: str, room_name: str) -> None:
-        """Record a relayed job; a job LiveKit assigns again (after a reconnect) keeps its first row."""
-        async with self._engine.begin() as conn:
+        case JobAssigned():
+            # A job LiveKit assigns again (after a reconnect) keeps its first row.
             await conn.execute(
                 upsert_insert(conn, worker_jobs)
                 .values(
-                    id=job_id[:64],
-                    connection_id=connection_id,
-                    agent_app_id=agent_app_id,
-                    room_name=room_name[:255],
-                    assigned_at=utc_now(self._clock),
+                    id=record.job_id[:64],
+                    connection_id=record.connection_id,
+                    agent_app_id=record.agent_app_id,
+                    room_name=record.room_name[:255],
+                    assigned_at=record.at,
                 )
                 .on_conflict_do_nothing(index_elements=[worker_jobs.c.id])
+            )
+        case SecurityEvent():
+            await conn.execute(
+                insert(worker_security_events).values(
+                    id=str(uuid.uuid4()),
+                    occurred_at=record.at,
+                    agent_app_id=record.agent_app_id,
+                    worker_key_id=record.worker_key_id,
+                    connection_id=record.connection_id,
+                    kind=record.kind[:32],
+                    detail=None if record.detail is None else record.detail[:128],
+                )
             )

@@ -9,9 +9,12 @@ Order of a connection, and why:
 2. The first frame must be `register` with the bound agent's name. A wrong name can only be seen here; the
    connection is then held open without an answer (the worker waits for one) for
    LKPS_WORKER_REFUSAL_HOLD_SECONDS before it is closed, so a refused worker retries once per hold period.
-3. Then frames are relayed as bytes both ways, except: the worker's `simulate_job` (and any second
-   `register`) is dropped and recorded as a security event, and LiveKit's `assignment` gets the public
-   LiveKit URL, so job processes take their media straight to LiveKit.
+3. Then every frame in both directions goes through the allow-list of `frames.py`: decoded, checked and
+   re-encoded. A frame outside it (a TEXT frame, `simulate_job`, a second `register`, an unknown kind, a
+   malformed frame) is a security event (metric, log line, audit row) and closes the connection with 1008,
+   nothing of it forwarded. Jobs reach the worker only for this agent's own sessions, its availability
+   answers are lkps's (see `ConnectionPolicy`), and LiveKit's `assignment` gets the public LiveKit URL, so
+   job processes take their media straight to LiveKit.
 """
 
 from __future__ import annotations
@@ -21,34 +24,36 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
 import structlog
+from livekit.protocol import agent
 
+from authz.clock import utc_now
 from gateway.observability.context import mint_request_id
-from gateway.persistence.workers import OpenedConnection
-from gateway.relay.credentials import HandshakeRefused, WorkerCredentials
-from gateway.relay.frames import (
-    SERVER_ASSIGNMENT,
-    SERVER_REGISTER,
-    WORKER_REGISTER,
-    WORKER_SIMULATE_JOB,
-    MalformedFrame,
-    bound_register,
-    field_numbers,
-    parse_register,
-    parse_server,
+from gateway.persistence.workers import (
+    AuditRecord,
+    ConnectionClosed,
+    JobAssigned,
+    OpenedConnection,
+    SecurityEvent,
+    WorkerKey,
+    WorkerRegistered,
 )
+from gateway.ratelimit import Gcra, MemoryRateLimitStore, retry_after_header
+from gateway.relay.credentials import HandshakeRefused, WorkerCredentials
+from gateway.relay.frames import ConnectionPolicy, Violation, bound_register, parse_register
 
 if TYPE_CHECKING:
     from authz.clock import Clock
     from gateway.livekit_tokens import LiveKitMinter
     from gateway.observability.metrics import Metrics
-    from gateway.persistence.workers import WorkerKey, WorkerStore
 
 log = structlog.get_logger("lkps.relay")
 
@@ -68,6 +73,30 @@ UPSTREAM_CONNECT_TIMEOUT_SECONDS = 10.0
 _RELAYABLE_CODES = frozenset({1000, 1001, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 CLOSE_POLICY = 1008
 CLOSE_RESTART = 1012
+CAP_RETRY_AFTER_SECONDS = 30.0
+ROOM_CACHE_SIZE = 10_000
+AUDIT_BATCH = 256
+
+
+class RelayStore(Protocol):
+    """What the relay reads and writes (gateway/persistence/workers.py)."""
+
+    async def key_in_force(self, key_id: str) -> WorkerKey | None: ...
+    async def keys_in_force(self, key_ids: Collection[str]) -> dict[str, WorkerKey]: ...
+    async def why_not_in_force(self, key_id: str) -> str: ...
+    async def room_agent(self, room_name: str) -> str | None: ...
+    async def write(self, records: Sequence[AuditRecord]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RelayLimits:
+    """The relay's bounds, from the settings (see config/settings.py)."""
+
+    max_connections_per_agent: int = 100
+    handshakes_per_minute: int = 120
+    audit_queue: int = 10_000
+    check_interval_seconds: float = 2.0
+    refusal_hold_seconds: float = 30.0
 
 
 _WEBSOCKET_SCHEMES = {"https": "wss", "http": "ws"}
@@ -112,38 +141,55 @@ def _bearer(scope: Scope) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """Why a relayed connection ended, and the close codes each side still has to get (None: closed)."""
+
+    reason: str
+    upstream_code: int | None
+    worker_code: int | None
+
+
 @dataclass(eq=False)  # identity: connections are kept in sets
 class RelayedConnection:
     id: str
-    agent_app_id: str
-    key_id: str
+    key: WorkerKey
     upstream: aiohttp.ClientWebSocketResponse
-    stop: asyncio.Future[tuple[int, str]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    policy: ConnectionPolicy
+    stop: asyncio.Future[_Ended] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def agent_app_id(self) -> str:
+        return self.key.agent_app_id
+
+    @property
+    def key_id(self) -> str:
+        return self.key.key_id
 
     def close(self, code: int, reason: str) -> None:
         if not self.stop.done():
-            self.stop.set_result((code, reason))
+            self.stop.set_result(_Ended(reason, upstream_code=code, worker_code=code))
 
 
 class WorkerRelay:
     """Every relayed connection of this process. A watcher closes, within
     LKPS_WORKER_CHECK_INTERVAL_SECONDS, the connections whose key is no longer in force (revoked or expired,
-    as the shared database says: so on every replica), and `aclose` closes them all when the process drains."""
+    as the shared database says: so on every replica), and `aclose` closes them all when the process drains.
+
+    The points where a connection's life is visible are one method each: `_on_registered` (LiveKit answered
+    the register), `_on_job_assigned`, `_on_job_status` and `_on_ended`."""
 
     def __init__(
         self,
         *,
         credentials: WorkerCredentials,
-        store: WorkerStore,
+        store: RelayStore,
         minter: LiveKitMinter,
         metrics: Metrics,
         clock: Clock,
         livekit_agent_url: str,
         livekit_public_url: str,
-        check_interval_seconds: float,
-        refusal_hold_seconds: float,
+        limits: RelayLimits,
     ) -> None:
         self._credentials = credentials
         self._store = store
@@ -152,14 +198,21 @@ class WorkerRelay:
         self._clock = clock
         self._agent_url = livekit_agent_url
         self._public_url = livekit_public_url
-        self._interval = check_interval_seconds
-        self._hold = refusal_hold_seconds
+        self._limits = limits
+        self._handshakes = MemoryRateLimitStore(clock)
+        # GCRA lets a burst of `burst + 1` through: a full minute's handshakes at once, then the steady rate.
+        self._handshake_rate = Gcra(limits.handshakes_per_minute, limits.handshakes_per_minute - 1)
         self._by_key: dict[str, set[RelayedConnection]] = {}
+        self._per_agent: dict[str, int] = {}  # connections being relayed or about to be, per agent
+        self._room_agents: dict[str, str] = {}  # session room -> its agent (a room never changes agent)
         self._idle = asyncio.Event()  # set while no connection is relayed
         self._idle.set()
         self._http: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._audit: asyncio.Queue[Awaitable[None]] = asyncio.Queue()
+        self._audit: deque[AuditRecord] = deque()
+        self._audit_ready = asyncio.Event()
+        self._audit_written = asyncio.Event()  # set while nothing is queued or being written
+        self._audit_written.set()
         self._auditor: asyncio.Task[None] | None = None
         self._replica = f"{socket.gethostname()}:{os.getpid()}"[:64]
         self.draining = False
@@ -172,33 +225,45 @@ class WorkerRelay:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        refusal: tuple[int, str, str] | None = None
         key: WorkerKey | None = None
-        upstream: aiohttp.ClientWebSocketResponse | None = None
         try:
             key = await self._authorize(scope)
+            self._per_agent[key.agent_app_id] = self._per_agent.get(key.agent_app_id, 0) + 1
             upstream = await self._open_upstream()
         except _Refusal as exc:
-            refusal = (exc.status, exc.reason, exc.message)
-        if refusal is not None or key is None or upstream is None:
-            status, reason, text = refusal or (503, "unavailable", "lkps could not relay the worker")
-            self._metrics.worker_refusals.labels(reason).inc()
-            log.info("worker_refused", reason=reason, status=status)
-            await _refuse_upgrade(scope, send, status, reason, text)
+            if key is not None:
+                self._release(key.agent_app_id)
+            self._metrics.worker_refusals.labels(exc.reason).inc()
+            log.info("worker_refused", reason=exc.reason, status=exc.status)
+            await _refuse_upgrade(scope, send, exc)
             return
-        await send({"type": "websocket.accept"})
         try:
+            await send({"type": "websocket.accept"})
             await self._serve(scope, receive, send, key, upstream)
         except Exception:
             # A worker closed on at once after the upgrade reconnects at once: never let a fault do that.
             log.exception("worker_relay_failed", agent_id=key.agent_app_id)
             await self._hold_then_close(receive, send, "lkps failed to relay this worker")
         finally:
+            self._release(key.agent_app_id)
             await upstream.close()
 
+    def _release(self, agent_app_id: str) -> None:
+        left = self._per_agent.get(agent_app_id, 1) - 1
+        if left > 0:
+            self._per_agent[agent_app_id] = left
+        else:
+            self._per_agent.pop(agent_app_id, None)
+
     async def _authorize(self, scope: Scope) -> WorkerKey:
+        """The worker key in force behind the handshake, or a refusal: every check that can be made before
+        the upgrade is made here, the cheap ones first."""
         if self.draining:
             raise _Refusal(503, "draining", "this lkps replica is shutting down; reconnect to another one")
+        if len(self._audit) >= self._limits.audit_queue:
+            raise _Refusal(
+                503, "audit_backlog", "lkps cannot record new worker connections yet; retry shortly"
+            )
         token = _bearer(scope)
         if token is None:
             raise _Refusal(401, "no_token", "send exactly one Authorization: Bearer header (a worker JWT)")
@@ -209,11 +274,31 @@ class WorkerRelay:
         video = verified.claims.get("video")
         if not isinstance(video, dict) or video.get("agent") is not True:
             raise _Refusal(401, "no_agent_grant", "the handshake token must carry the video.agent grant")
+        wait = await self._handshakes.acquire(verified.key_id, self._handshake_rate)
+        if wait:
+            raise _Refusal(
+                429,
+                "handshake_rate",
+                "too many worker handshakes with this key (LKPS_WORKER_HANDSHAKES_PER_MINUTE); retry later",
+                retry_after=wait,
+            )
+        key = await self._key_in_force(verified.key_id)
+        if self._per_agent.get(key.agent_app_id, 0) >= self._limits.max_connections_per_agent:
+            raise _Refusal(
+                429,
+                "connection_cap",
+                "this agent has the most worker connections this replica relays "
+                "(LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT); retry later",
+                retry_after=CAP_RETRY_AFTER_SECONDS,
+            )
+        return key
+
+    async def _key_in_force(self, key_id: str) -> WorkerKey:
         try:
-            key = await self._store.key_in_force(verified.key_id)
+            key = await self._store.key_in_force(key_id)
             if key is not None:
                 return key
-            why = await self._store.why_not_in_force(verified.key_id)
+            why = await self._store.why_not_in_force(key_id)
         except Exception as exc:
             log.warning("worker_key_lookup_failed", error=type(exc).__name__)
             raise _Refusal(
@@ -253,35 +338,32 @@ class WorkerRelay:
         key: WorkerKey,
         upstream: aiohttp.ClientWebSocketResponse,
     ) -> None:
-        first = await _first_frame(receive)
-        try:
-            register = parse_register(first) if first is not None else None
-        except MalformedFrame:
-            register = None
+        register = await self._first_register(receive, key)
         if register is None or register.agent_name != key.agent_app_id:
             await upstream.close()
-            reason = "not_register" if register is None else "agent_name_mismatch"
-            self._metrics.worker_refusals.labels(reason).inc()
-            log.warning(
-                "security_event",
-                kind=reason,
-                agent_id=key.agent_app_id,
-                declared_agent_name=None if register is None else register.agent_name[:128],
-            )
+            if register is not None:
+                self._metrics.worker_refusals.labels("agent_name_mismatch").inc()
+                self._security_event(key, None, "agent_name_mismatch", register.agent_name)
             await self._hold_then_close(
                 receive,
                 send,
                 f"register first, with agent_name {key.agent_app_id} (the agent_name lkps gave)",
             )
             return
-        connection = RelayedConnection(str(uuid.uuid4()), key.agent_app_id, key.key_id, upstream)
+        policy = ConnectionPolicy(
+            key.agent_app_id, self._public_url, partial(self._owns_room, key.agent_app_id)
+        )
+        connection = RelayedConnection(str(uuid.uuid4()), key, upstream, policy)
         self._add(connection)
         client = scope.get("client")
-        self._later(
-            self._store.connection_opened(
-                OpenedConnection(
-                    connection.id, key.agent_app_id, key.key_id, client[0] if client else None, self._replica
-                )
+        self._record(
+            OpenedConnection(
+                connection.id,
+                key.agent_app_id,
+                key.key_id,
+                client[0] if client else None,
+                self._replica,
+                utc_now(self._clock),
             )
         )
         log.info(
@@ -298,13 +380,49 @@ class WorkerRelay:
         finally:
             self._remove(connection)
             await upstream.close()
-            self._later(self._store.connection_closed(connection.id, reason))
-            log.info(
-                "worker_disconnected", connection_id=connection.id, agent_id=key.agent_app_id, reason=reason
-            )
+            self._on_ended(connection, reason)
+
+    async def _first_register(self, receive: Receive, key: WorkerKey) -> agent.RegisterWorkerRequest | None:
+        """The worker's first frame as a register; anything else is a security event (None)."""
+        try:
+            async with asyncio.timeout(FIRST_FRAME_TIMEOUT_SECONDS):
+                message = await receive()
+        except TimeoutError:
+            message = {"type": "timeout"}
+        if message["type"] != "websocket.receive":
+            self._metrics.worker_refusals.labels("not_register").inc()
+            return None
+        data = _frame(message)
+        if len(data) > MAX_FRAME_BYTES:
+            self._metrics.worker_refusals.labels("not_register").inc()
+            return None
+        try:
+            return parse_register(data)
+        except Violation as exc:
+            self._metrics.worker_refusals.labels("not_register").inc()
+            self._security_event(key, None, exc.kind)
+            return None
+
+    async def _owns_room(self, agent_app_id: str, room_name: str) -> bool | None:
+        """Whether `room_name` is a session room of this agent (sessions rows are written before the
+        participant token exists, so before LiveKit can dispatch; a room never changes agent: cached);
+        None when the database could not say."""
+        owner = self._room_agents.get(room_name)
+        if owner is None and room_name:
+            try:
+                owner = await self._store.room_agent(room_name)
+            except Exception as exc:
+                log.warning("worker_room_lookup_failed", error=type(exc).__name__)
+                return None
+            if owner is not None:
+                if len(self._room_agents) >= ROOM_CACHE_SIZE:
+                    self._room_agents.clear()
+                self._room_agents[room_name] = owner
+        return owner == agent_app_id
 
     async def _pump(self, receive: Receive, send: Send, connection: RelayedConnection) -> str:
-        """Relay until one side closes or the relay closes the connection; returns why (an audit word)."""
+        """Relay until one side closes, a frame breaks the allow-list or the relay closes the connection;
+        returns why (an audit word)."""
         down = asyncio.ensure_future(self._worker_to_livekit(receive, connection))
         up = asyncio.ensure_future(self._livekit_to_worker(send, connection))
         try:
@@ -314,88 +432,71 @@ class WorkerRelay:
             for task in (down, up):
                 task.cancel()
             await asyncio.gather(down, up, return_exceptions=True)
-        if connection.stop in done:
-            code, reason = connection.stop.result()
-            await connection.upstream.close(code=code)
-            await _close_worker(send, code)
-            return reason
-        if down in done:
-            worker_gone, reason = down.result()
-            if not worker_gone:
-                await _close_worker(send, 1009 if reason == "frame_too_large" else CLOSE_POLICY)
-            else:
-                await connection.upstream.close(code=1000)
-            return reason
-        await _close_worker(send, relayable(up.result()))
-        return "livekit_closed"
+        finished = connection.stop if connection.stop in done else down if down in done else up
+        ended: _Ended = finished.result()
+        if ended.upstream_code is not None:
+            await connection.upstream.close(code=ended.upstream_code)
+        if ended.worker_code is not None:
+            await _close_worker(send, ended.worker_code)
+        return ended.reason
 
-    async def _worker_to_livekit(self, receive: Receive, connection: RelayedConnection) -> tuple[bool, str]:
-        """(whether the worker is gone, why the relay stopped)."""
+    async def _worker_to_livekit(self, receive: Receive, connection: RelayedConnection) -> _Ended:
         upstream = connection.upstream
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
-                return True, "worker_closed"
-            data: bytes | None = message.get("bytes")
-            if data is None:
-                text = message.get("text") or ""
-                if len(text) > MAX_FRAME_BYTES:
-                    return False, "frame_too_large"
-                await upstream.send_str(text)
-                continue
+                return _Ended("worker_closed", upstream_code=1000, worker_code=None)
+            data = _frame(message)
             if len(data) > MAX_FRAME_BYTES:
-                return False, "frame_too_large"
+                return _Ended("frame_too_large", upstream_code=1000, worker_code=1009)
             try:
-                fields = field_numbers(data)
-            except MalformedFrame:
-                return False, "malformed_frame"
-            if WORKER_SIMULATE_JOB in fields or WORKER_REGISTER in fields:
-                kind = "simulate_job" if WORKER_SIMULATE_JOB in fields else "second_register"
-                self._metrics.worker_security_events.labels(kind).inc()
-                log.warning(
-                    "security_event", kind=kind, agent_id=connection.agent_app_id, connection_id=connection.id
-                )
-                continue
-            await upstream.send_bytes(data)
+                outcome = connection.policy.from_worker(data)
+            except Violation as exc:
+                self._security_event(connection.key, connection.id, exc.kind)
+                return _Ended(exc.kind, upstream_code=1000, worker_code=CLOSE_POLICY)
+            if outcome.event is not None:
+                self._security_event(connection.key, connection.id, outcome.event)
+            if outcome.forward is not None:
+                await upstream.send_bytes(outcome.forward)
+            if isinstance(outcome.decoded, agent.WorkerMessage) and outcome.kind == "update_job":
+                self._on_job_status(connection, outcome.decoded.update_job)
 
-    async def _livekit_to_worker(self, send: Send, connection: RelayedConnection) -> int | None:
-        """Relay LiveKit's frames; returns LiveKit's close code when it closes."""
+    async def _livekit_to_worker(self, send: Send, connection: RelayedConnection) -> _Ended:
         upstream = connection.upstream
-        registered = False
         async for message in upstream:
-            if message.type == aiohttp.WSMsgType.TEXT:
-                await send({"type": "websocket.send", "text": message.data})
-                continue
-            if message.type != aiohttp.WSMsgType.BINARY:
+            if message.type not in {aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT}:
                 break
-            data: bytes = message.data
             try:
-                fields = field_numbers(data)
-            except MalformedFrame:
-                fields = set()
-            if SERVER_ASSIGNMENT in fields:
-                rewritten = self._assignment(data, connection)
-                if rewritten is None:
-                    continue
-                data = rewritten
-            elif SERVER_REGISTER in fields and not registered:
-                registered = True
-                worker_id = parse_server(data).register.worker_id
-                self._later(self._store.worker_registered(connection.id, worker_id))
-            await send({"type": "websocket.send", "bytes": data})
-        return upstream.close_code
+                outcome = await connection.policy.from_livekit(message.data)
+            except Violation as exc:
+                # LiveKit spoke outside the pinned protocol: the worker reconnects and starts over.
+                self._security_event(connection.key, connection.id, exc.kind)
+                return _Ended(exc.kind, upstream_code=CLOSE_POLICY, worker_code=1011)
+            if outcome.event is not None:
+                self._security_event(connection.key, connection.id, outcome.event)
+            if outcome.reply is not None:
+                await upstream.send_bytes(outcome.reply)
+            if outcome.forward is None:
+                continue
+            await send({"type": "websocket.send", "bytes": outcome.forward})
+            if not isinstance(outcome.decoded, agent.ServerMessage):
+                continue
+            if outcome.kind == "register":
+                self._on_registered(connection, outcome.decoded.register)
+            elif outcome.kind == "assignment":
+                self._on_job_assigned(connection, outcome.decoded.assignment.job)
+        return _Ended("livekit_closed", upstream_code=None, worker_code=relayable(upstream.close_code))
 
-    def _assignment(self, data: bytes, connection: RelayedConnection) -> bytes | None:
-        """The assignment with the public LiveKit URL, or None (dropped) for a job of another agent."""
-        message = parse_server(data)
-        job = message.assignment.job
-        if job.agent_name != connection.agent_app_id:
-            self._metrics.worker_security_events.labels("foreign_job").inc()
-            log.warning("security_event", kind="foreign_job", agent_id=connection.agent_app_id, job_id=job.id)
-            return None
-        message.assignment.url = self._public_url
+    def _on_registered(self, connection: RelayedConnection, answer: agent.RegisterWorkerResponse) -> None:
+        """LiveKit registered the worker (it answered the register)."""
+        self._record(WorkerRegistered(connection.id, answer.worker_id))
+
+    def _on_job_assigned(self, connection: RelayedConnection, job: agent.Job) -> None:
+        """A job of this agent's own session reached the worker, with its room token."""
         self._metrics.worker_jobs.inc()
-        self._later(self._store.job_assigned(job.id, connection.id, connection.agent_app_id, job.room.name))
+        self._record(
+            JobAssigned(job.id, connection.id, connection.agent_app_id, job.room.name, utc_now(self._clock))
+        )
         log.info(
             "worker_job",
             connection_id=connection.id,
@@ -403,12 +504,47 @@ class WorkerRelay:
             job_id=job.id,
             room=job.room.name,
         )
-        return message.SerializeToString()
+
+    def _on_job_status(self, connection: RelayedConnection, update: agent.UpdateJobStatus) -> None:
+        """The worker reported a job's status (relayed to LiveKit)."""
+        log.debug(
+            "worker_job_status",
+            connection_id=connection.id,
+            job_id=update.job_id,
+            status=agent.JobStatus.Name(update.status),
+        )
+
+    def _on_ended(self, connection: RelayedConnection, reason: str) -> None:
+        """The relayed connection ended (both sides closed)."""
+        self._record(ConnectionClosed(connection.id, reason, utc_now(self._clock)))
+        log.info(
+            "worker_disconnected",
+            connection_id=connection.id,
+            agent_id=connection.agent_app_id,
+            reason=reason,
+        )
+
+    def _security_event(
+        self, key: WorkerKey, connection_id: str | None, kind: str, detail: str | None = None
+    ) -> None:
+        """A frame or answer outside what the relay allows: counted, logged and recorded."""
+        self._metrics.worker_security_events.labels(kind).inc()
+        log.warning(
+            "security_event",
+            kind=kind,
+            agent_id=key.agent_app_id,
+            key_id=key.key_id,
+            connection_id=connection_id,
+            detail=None if detail is None else detail[:128],
+        )
+        self._record(
+            SecurityEvent(kind, key.agent_app_id, key.key_id, connection_id, detail, utc_now(self._clock))
+        )
 
     async def _hold_then_close(self, receive: Receive, send: Send, reason: str) -> None:
         """Keep a refused worker waiting (discarding what it sends) instead of closing at once."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._hold):
+            async with asyncio.timeout(self._limits.refusal_hold_seconds):
                 while (await receive())["type"] != "websocket.disconnect":
                     pass
                 return
@@ -433,7 +569,7 @@ class WorkerRelay:
 
     async def _watch(self) -> None:
         while self._by_key:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self._limits.check_interval_seconds)
             try:
                 await self.check_keys()
             except Exception as exc:
@@ -450,26 +586,36 @@ class WorkerRelay:
             for connection in list(self._by_key.get(key_id, ())):
                 connection.close(CLOSE_POLICY, why)
 
-    def _later(self, work: Awaitable[None]) -> None:
-        """Audit writes off the relay path (a slow database never delays a frame), one at a time in order,
-        so a connection's row is closed only after it was written."""
-        self._audit.put_nowait(work)
+    def _record(self, record: AuditRecord) -> None:
+        """Audit rows are written off the relay path (a slow database never delays a frame), in order and in
+        batches. The queue is bounded: new connections are refused while it is full (503), and a record
+        that finds it full is dropped, counted and logged, never held in unbounded memory."""
+        if len(self._audit) >= self._limits.audit_queue:
+            self._metrics.worker_audit_dropped.inc()
+            log.warning("worker_audit_dropped", record=type(record).__name__)
+            return
+        self._audit.append(record)
+        self._audit_written.clear()
+        self._audit_ready.set()
         if self._auditor is None or self._auditor.done():
             self._auditor = asyncio.ensure_future(self._write_audit())
 
     async def _write_audit(self) -> None:
         while True:
-            work = await self._audit.get()
+            await self._audit_ready.wait()
+            batch = [self._audit.popleft() for _ in range(min(AUDIT_BATCH, len(self._audit)))]
+            if not self._audit:
+                self._audit_ready.clear()
             try:
-                await work
+                await self._store.write(batch)
             except Exception as exc:
-                log.warning("worker_audit_write_failed", error=type(exc).__name__)
-            finally:
-                self._audit.task_done()
+                log.warning("worker_audit_write_failed", error=type(exc).__name__, records=len(batch))
+            if not self._audit:
+                self._audit_written.set()
 
     async def flush_audit(self) -> None:
-        """Wait until every audit write queued so far is done."""
-        await self._audit.join()
+        """Wait until every audit record queued so far is written."""
+        await self._audit_written.wait()
 
     async def aclose(self) -> None:
         """Drain: refuse new workers, close every relayed connection with 1012 (service restart) so the
@@ -483,7 +629,9 @@ class WorkerRelay:
                 await self._idle.wait()
         if self._watcher is not None:
             self._watcher.cancel()
-        await self.flush_audit()
+        with contextlib.suppress(TimeoutError):  # a database that stopped answering must not hang the drain
+            async with asyncio.timeout(10):
+                await self.flush_audit()
         if self._auditor is not None:
             self._auditor.cancel()
         if self._http is not None:
@@ -491,23 +639,18 @@ class WorkerRelay:
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
 
 
-async def _first_frame(receive: Receive) -> bytes | None:
-    try:
-        async with asyncio.timeout(FIRST_FRAME_TIMEOUT_SECONDS):
-            message = await receive()
-    except TimeoutError:
-        return None
-    if message["type"] != "websocket.receive":
-        return None
+def _frame(message: Mapping[str, Any]) -> bytes | str:
+    """An ASGI websocket.receive's frame: its bytes, else its text (a TEXT frame, even an empty one)."""
     data: bytes | None = message.get("bytes")
-    return data if data is not None and len(data) <= MAX_FRAME_BYTES else None
+    return data if data is not None else str(message.get("text") or "")
 
 
 async def _close_worker(send: Send, code: int, reason: str = "") -> None:
@@ -515,7 +658,7 @@ async def _close_worker(send: Send, code: int, reason: str = "") -> None:
         await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
 
-async def _refuse_upgrade(scope: Scope, send: Send, status: int, reason: str, message: str) -> None:
+async def _refuse_upgrade(scope: Scope, send: Send, refusal: _Refusal) -> None:
     """An HTTP answer instead of the upgrade (ASGI websocket.http.response), else a close before accept (a
     server answers 403)."""
     if "websocket.http.response" not in scope.get("extensions", {}):
@@ -523,16 +666,13 @@ async def _refuse_upgrade(scope: Scope, send: Send, status: int, reason: str, me
         return
     body = orjson.dumps(
         {
-            "error": reason,
-            "message": message,
+            "error": refusal.reason,
+            "message": refusal.message,
             "request_id": mint_request_id(),  # lkps's own, as for every answer (never the caller's)
         }
     )
-    await send(
-        {
-            "type": "websocket.http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if refusal.retry_after is not None:
+        headers.append((b"retry-after", retry_after_header(refusal.retry_after).encode()))
+    await send({"type": "websocket.http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})

@@ -1,45 +1,36 @@
 """Health endpoints: `live` answers with no I/O (restarts only a wedged process), `ready` reports
 whether this replica should receive traffic (database answers at the schema's head revision, signing keys
-loaded, not draining)."""
+loaded, not draining). They answer without credentials: the database check is cached for a second, and
+the answer names neither the version nor the environment (those are in the `started` log line)."""
 
 from __future__ import annotations
 
-from importlib.metadata import version
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from gateway.persistence.migrate import database_status
 from gateway.services import services_of
 
 
 class Health(msgspec.Struct):
     status: str
     checks: dict[str, str]
-    version: str
-    environment: str
 
 
 async def _checks(request: Request[Any, Any, Any]) -> dict[str, str]:
     services = services_of(request)
     return {
-        "database": await database_status(services.engine),
+        "database": await services.database_status.status(),
         "signing_keys": "ok" if services.validator.ready else "unavailable",
         "draining": "yes" if services.draining else "no",
     }
 
 
-def _report(request: Request[Any, Any, Any], checks: dict[str, str]) -> Response[Health]:
+def _report(checks: dict[str, str]) -> Response[Health]:
     healthy = checks["database"] == "ok" and checks["signing_keys"] == "ok" and checks["draining"] == "no"
-    services = services_of(request)
-    body = Health(
-        status="ok" if healthy else "unavailable",
-        checks=checks,
-        version=version("lkps"),
-        environment=services.settings.environment,
-    )
+    body = Health(status="ok" if healthy else "unavailable", checks=checks)
     return Response(body, status_code=200 if healthy else 503, headers={"Cache-Control": "no-store"})
 
 
@@ -53,12 +44,12 @@ def _report(request: Request[Any, Any, Any], checks: dict[str, str]) -> Response
     responses={503: ResponseSpec(Health, description="Not ready: `checks` names what is failing.")},
 )
 async def health(request: Request[Any, Any, Any]) -> Response[Health]:
-    return _report(request, await _checks(request))
+    return _report(await _checks(request))
 
 
 @get("/api/health/ready", include_in_schema=False)
 async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
-    return _report(request, await _checks(request))
+    return _report(await _checks(request))
 
 
 @get("/api/health/live", include_in_schema=False)

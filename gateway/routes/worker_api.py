@@ -80,7 +80,7 @@ def _decode(request_type: type[Message], body: bytes, content_type: str) -> Any:
             json_format.Parse(body or b"{}", message, ignore_unknown_fields=True)
         else:
             message.ParseFromString(body)
-    except (DecodeError, json_format.ParseError) as exc:
+    except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:  # JSON must be UTF-8
         raise TwirpError(400, "malformed", f"the body is not a {request_type.__name__}") from exc
     return message
 

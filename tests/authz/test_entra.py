@@ -293,6 +293,10 @@ class TestUserId:
             ({"cwid": 12345}, USER_OID),
             ({"cwid": ["A1"]}, USER_OID),
             ({"cwid": REMOVE}, USER_OID),
+            ({"cwid": "agent-AJ_x1"}, USER_OID),
+            ({"cwid": "Agent-AJ_x1"}, USER_OID),
+            ({"cwid": "app-0f1e2d3c"}, USER_OID),
+            ({"cwid": "agentsmith"}, "agentsmith"),
         ],
         ids=[
             "plain",
@@ -306,13 +310,18 @@ class TestUserId:
             "int",
             "list",
             "absent",
+            "agent-identity",
+            "agent-identity-any-case",
+            "app-identity",
+            "agent-without-dash",
         ],
     )
     async def test_first_configured_claim_sanitised_else_oid(
         self, validator: EntraValidator, fake: FakeEntra, claims: dict[str, object], expected: str
     ) -> None:
-        """user_id is the first configured claim that is already [A-Za-z0-9._-]{1,64}, else oid: never a cleaned
-        or truncated value."""
+        """user_id is the first configured claim that is already [A-Za-z0-9._-]{1,64} and does not start with
+        an identity prefix lkps gives apps or agents (`app-`, `agent-`), else oid: never a cleaned or
+        truncated value."""
         assert (await validator.validate(fake.mint_user_token(**claims))).user_id == expected
 
     async def test_values_that_differ_only_in_dropped_characters_stay_different_people(

@@ -7,12 +7,13 @@ import hashlib
 import httpx
 import pytest
 
-from authz.caller import Caller, CallerKind
+from authz.caller import Caller
 from authz.entra import EntraValidator
 from authz.errors import TokenRejected
 from authz.jwks import JwksCache
 from authz.token_cache import VerifiedTokenCache
 from config.settings import Settings
+from tests.support.callers import make_caller
 from tests.support.clock import FakeClock
 from tests.support.entra import FakeEntra, make_settings
 
@@ -20,19 +21,7 @@ LEEWAY = 60
 
 
 def caller(expires_at: int, version: str = "2.0") -> Caller:
-    return Caller(
-        tenant_id="t",
-        object_id="o",
-        client_app_id="c",
-        kind=CallerKind.USER,
-        user_id="u",
-        display_name="d",
-        scopes=frozenset({"s"}),
-        roles=frozenset(),
-        token_id=None,
-        expires_at=expires_at,
-        version=version,
-    )
+    return make_caller(expires_at=expires_at, version=version)
 
 
 class Keys:

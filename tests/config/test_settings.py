@@ -356,3 +356,41 @@ class TestWorkerRelaySettings:
         [found] = problems(env(**{name: value}))
         assert found.startswith(name)
         assert problem in found
+
+    def test_worker_bounds_default_and_parse(self) -> None:
+        """The relay's per-agent cap, handshake rate and key grace default to 100, 120/min and one hour and
+        are read from their variables; the previous LiveKit secret is unset by default."""
+        default = Settings.from_env(env())
+        assert (
+            default.worker_max_connections_per_agent,
+            default.worker_handshakes_per_minute,
+            default.worker_key_grace_seconds,
+            default.livekit_previous_api_secret,
+        ) == (100, 120, 3600, None)
+        tuned = Settings.from_env(
+            env(
+                LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT="5",
+                LKPS_WORKER_HANDSHAKES_PER_MINUTE="10",
+                LKPS_WORKER_KEY_GRACE_SECONDS="60",
+                LKPS_LIVEKIT_PREVIOUS_API_SECRET="p" * 32,
+            )
+        )
+        assert (
+            tuned.worker_max_connections_per_agent,
+            tuned.worker_handshakes_per_minute,
+            tuned.worker_key_grace_seconds,
+            tuned.livekit_previous_api_secret,
+        ) == (5, 10, 60, "p" * 32)
+        assert "p" * 32 not in repr(tuned)
+
+    def test_a_previous_livekit_secret_equal_to_the_current_one_is_refused(self) -> None:
+        """LKPS_LIVEKIT_PREVIOUS_API_SECRET set to the current secret is a configuration problem (a rotation
+        half done), named with what to do."""
+        [problem] = problems(env(LKPS_LIVEKIT_PREVIOUS_API_SECRET=SECRET))
+        assert "LKPS_LIVEKIT_PREVIOUS_API_SECRET" in problem
+        assert "unset it" in problem
+
+    def test_a_worker_cap_of_zero_is_refused(self) -> None:
+        """A connection cap of 0 would refuse every worker: refused at start."""
+        [problem] = problems(env(LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT="0"))
+        assert "LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT" in problem

@@ -14,9 +14,10 @@ from tests.support.revocations import insert_revocation
 pytestmark = pytest.mark.anyio
 
 
-async def _register(gateway: Gateway, token: str, body: object = None):  # type: ignore[no-untyped-def]
+async def _register(gateway: Gateway, token: str, body: object = None, base: str = ""):  # type: ignore[no-untyped-def]
+    """`base` (a scheme and host) sends the request to that host instead of the test client's default."""
     return await gateway.client.post(
-        "/api/agent/register",
+        f"{base}/api/agent/register",
         headers={"Authorization": f"Bearer {token}"},
         json=body if body is not None else {},
     )
@@ -29,7 +30,7 @@ async def test_agent_gets_worker_credentials_named_after_its_app_id(gateway: Gat
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["worker_url"] == "ws://testserver.local/worker"
+    assert body["worker_url"] == "wss://lkps.fake.test/worker"
     assert body["worker_api_key"].startswith("lkw_")
     assert body["worker_api_secret"] == gateway.services.credentials.secret(body["worker_api_key"])
     assert body["agent_name"] == AGENT_ID
@@ -57,8 +58,43 @@ async def test_no_answer_carries_a_livekit_token(gateway: Gateway) -> None:
 async def test_public_url_setting_names_the_worker_url(database_url: str) -> None:
     """With LKPS_PUBLIC_URL set, the worker URL is it (as wss) plus /worker, whatever the request's host."""
     async for gateway in running_gateway(database_url, public_url="https://lkps.example.com/base"):
-        body = (await _register(gateway, gateway.agent_token())).json()
-        assert body["worker_url"] == "wss://lkps.example.com/base/worker"
+        for base in ("", "http://127.0.0.1:8000"):
+            body = (await _register(gateway, gateway.agent_token(), base=base)).json()
+            assert body["worker_url"] == "wss://lkps.example.com/base/worker"
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("http://127.0.0.1:8000", "ws://127.0.0.1:8000/worker"),
+        ("http://localhost:8000", "ws://localhost:8000/worker"),
+        ("https://127.0.0.2:8443", "wss://127.0.0.2:8443/worker"),
+    ],
+)
+async def test_without_public_url_a_loopback_request_names_its_own_base_url(
+    database_url: str, base: str, expected: str
+) -> None:
+    """Without LKPS_PUBLIC_URL, a registration sent to a loopback host (`lkps dev`) gets that base URL."""
+    async for gateway in running_gateway(database_url, public_url=None):
+        response = await _register(gateway, gateway.agent_token(), base=base)
+        assert response.status_code == 200, response.text
+        assert response.json()["worker_url"] == expected
+
+
+@pytest.mark.parametrize(
+    "base", ["http://testserver.local", "http://10.1.2.3:8000", "https://lkps.example.com"]
+)
+async def test_without_public_url_any_other_host_is_a_configuration_error(
+    database_url: str, base: str
+) -> None:
+    """Without LKPS_PUBLIC_URL, a registration to a non-loopback host (a proxy's or a pod's address) answers
+    500 `configuration_error` naming LKPS_PUBLIC_URL, and writes no registration."""
+    async for gateway in running_gateway(database_url, public_url=None):
+        response = await _register(gateway, gateway.agent_token(), base=base)
+        body = assert_error(response, 500, "configuration_error")
+        assert "LKPS_PUBLIC_URL" in body["message"]
+        async with gateway.db.connect() as conn:
+            assert (await conn.execute(select(agent_registrations))).first() is None
 
 
 async def test_renewal_keeps_the_worker_credentials(gateway: Gateway) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from gateway.persistence.db import create_engine
 from gateway.persistence.migrate import upgrade
@@ -29,7 +31,36 @@ async def test_ready_and_health_report_every_check(gateway: Gateway) -> None:
         body = response.json()
         assert body["status"] == "ok"
         assert body["checks"] == {"database": "ok", "signing_keys": "ok", "draining": "no"}
-        assert body["version"]
+
+
+async def test_health_answers_name_no_version_or_environment(database_url: str) -> None:
+    """The unauthenticated health answers carry only the status and the checks: no version, no environment."""
+    async for gateway in running_gateway(database_url, environment="prod-eu-label"):
+        for path in ("/api/health/ready", "/api/health"):
+            response = await gateway.client.get(path)
+            assert set(response.json()) == {"status", "checks"}
+            assert "prod-eu-label" not in response.text
+            assert version("lkps") not in response.text
+
+
+async def test_the_database_check_is_cached_for_a_second(gateway: Gateway) -> None:
+    """Within a second, readiness reuses its database answer (one connection for many probes) even if the
+    database changed; after a second it asks again. Draining is never cached."""
+    checkouts: list[object] = []
+    event.listen(gateway.services.engine.sync_engine, "checkout", lambda *_: checkouts.append(1))
+    for path in ("/api/health", "/api/health/ready") * 10:
+        assert (await gateway.client.get(path)).status_code == 200
+    assert len(checkouts) == 1
+    async with gateway.db.begin() as conn:
+        await conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    gateway.clock.advance(0.9)
+    assert (await gateway.client.get("/api/health")).json()["checks"]["database"] == "ok"
+    gateway.services.draining = True
+    assert (await gateway.client.get("/api/health/ready")).json()["checks"]["draining"] == "yes"
+    gateway.clock.advance(0.2)
+    response = await gateway.client.get("/api/health")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"].startswith("not migrated (revision 0001")
 
 
 async def test_not_ready_without_signing_keys(database_url: str) -> None:

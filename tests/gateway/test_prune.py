@@ -26,6 +26,7 @@ from gateway.persistence.tables import (
     sessions,
     worker_connections,
     worker_jobs,
+    worker_security_events,
 )
 from lkps.commands import ExitCode
 from tests.support.entra import SERVICE_CLIENT_ID, SERVICE_OID, TENANT_ID
@@ -105,6 +106,15 @@ async def seed(engine: AsyncEngine, old: int = 3) -> None:
                     assigned_at=at,
                 )
             )
+            await conn.execute(
+                insert(worker_security_events).values(
+                    id=str(uuid.uuid4()),
+                    occurred_at=at,
+                    agent_app_id=AGENT,
+                    worker_key_id="lkw_test",
+                    kind="simulate_job",
+                )
+            )
         # An unexpired registration issued long ago must survive, and so must every revocation.
         await conn.execute(
             insert(agent_registrations).values(
@@ -147,6 +157,7 @@ async def test_rows_older_than_the_period_are_deleted_and_the_rest_kept(engine: 
         "admin_actions": 3,
         "worker_connections": 3,
         "worker_jobs": 3,
+        "worker_security_events": 3,
     }
     assert await counts(engine) == {
         "sessions": 1,
@@ -206,6 +217,7 @@ async def test_the_command_prunes_with_only_the_database_url(engine: AsyncEngine
         "admin_actions": 3,
         "worker_connections": 3,
         "worker_jobs": 3,
+        "worker_security_events": 3,
     }
     assert datetime.fromisoformat(report["cutoff"]) < NOW - timedelta(days=29)
     assert (await counts(engine))["sessions"] == 1

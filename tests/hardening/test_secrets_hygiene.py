@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,8 @@ import structlog
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from config import Settings
 from config.settings import GraphCredential
-from gateway.observability.logging import Redactor, configure_logging, logged_secrets
+from gateway.observability.logging import Redactor, logged_secrets
 from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
 from tests.gateway.test_preauthorization import Enforcing, enforcing_gateway
 from tests.support.entra import OTHER_API_APP_ID, SPA_CLIENT_ID, make_settings
@@ -38,8 +37,6 @@ from tests.support.livekit_webhooks import CONTENT_TYPE, sign_body
 from tests.support.twirp import FakeRoomService
 
 pytestmark = pytest.mark.anyio
-
-_NOISY = ("httpx", "httpcore", "msal", "urllib3", "hpack", "_granian")
 
 
 @dataclass
@@ -67,34 +64,6 @@ class Traffic:
 
     def leaks(self, text: str) -> list[str]:
         return sorted(secret[:16] + "..." for secret in self.secrets if secret in text)
-
-
-@pytest.fixture
-def debug_logging() -> Iterator[Callable[..., None]]:
-    """Switches the app's own logging configuration on at debug level (call it inside the test, where
-    `capfd` has its final stdout), and undoes it afterwards so other tests are unaffected. Given the
-    gateway's settings, it configures logging exactly as `app_from_env` does (format and secrets).
-
-    Logger caching is turned off so that no module-level logger stays bound to this configuration.
-    """
-    root = logging.getLogger()
-    saved_root = (root.handlers[:], root.level)
-    saved = {name: (logging.getLogger(name).level, logging.getLogger(name).handlers[:]) for name in _NOISY}
-
-    def enable(settings: Settings | None = None) -> None:
-        if settings is None:
-            configure_logging("debug", "json")
-        else:
-            configure_logging(settings.log_level, settings.log_format, logged_secrets(settings))
-        structlog.configure(cache_logger_on_first_use=False)
-
-    yield enable
-    structlog.reset_defaults()
-    root.handlers[:], level = saved_root
-    root.setLevel(level)
-    for name, (saved_level, handlers) in saved.items():
-        logging.getLogger(name).setLevel(saved_level)
-        logging.getLogger(name).handlers[:] = handlers
 
 
 class RecordingRoomService(FakeRoomService):

@@ -20,6 +20,7 @@ from tests.helm.conftest import (
     merged,
     of_kind,
     one,
+    pod_specs,
     render,
     scenario_values,
 )
@@ -77,7 +78,9 @@ def test_secrets_are_only_referenced(scenario: str, rendered: Rendered) -> None:
         for name in SECRET_SETTINGS & env.keys():
             assert "value" not in env[name], name
             assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "lkps", name
-        assert env.keys() >= {"LKPS_LIVEKIT_API_KEY", "LKPS_LIVEKIT_API_SECRET", "LKPS_DATABASE_URL"}
+        assert "LKPS_DATABASE_URL" in env
+    server = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {entry["name"] for entry in server["env"]} >= {"LKPS_LIVEKIT_API_KEY", "LKPS_LIVEKIT_API_SECRET"}
 
 
 def test_existing_secret_name_and_keys_are_configurable(chart: helm.Chart) -> None:
@@ -262,15 +265,28 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(rendered: Rendered)
 
 
 @pytest.mark.parametrize("scenario", ["defaults", "values-prod-eu", "ci/workload-identity"])
-def test_commands_get_the_same_settings_as_the_server(scenario: str, rendered: Rendered) -> None:
-    """Migration and prune containers get every ConfigMap setting inline and the same secret references."""
-    manifests = rendered(scenario)
+def test_commands_get_the_settings_and_of_the_secrets_only_the_database_url(
+    scenario: str, chart: helm.Chart
+) -> None:
+    """Migration and prune pods get every ConfigMap setting inline, the database URL as the server gets it,
+    and no other secret (LiveKit, Entra, Redis), nor a Kubernetes API token."""
+    mapped = {"LKPS_REDIS_URL": "redis-url"}
+    if scenario != "ci/workload-identity":
+        mapped["LKPS_ENTRA_CLIENT_SECRET"] = "graph-client-secret"
+    values = merged(scenario_values(scenario), {"secrets": {"keys": mapped}, "retention": {"enabled": True}})
+    manifests = render(chart, values)
     config = one(manifests, "ConfigMap")["data"]
     server = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    job = one(manifests, "Job")["spec"]["template"]["spec"]["containers"][0]
-    inline = {entry["name"]: entry["value"] for entry in job["env"] if "value" in entry}
-    assert inline == config
-    assert [entry for entry in job["env"] if "valueFrom" in entry] == server["env"]
+    assert {entry["name"] for entry in server["env"]} >= {"LKPS_LIVEKIT_API_SECRET", *mapped}
+    [database_url] = [entry for entry in server["env"] if entry["name"] == "LKPS_DATABASE_URL"]
+    commands = {key: spec for key, spec in pod_specs(manifests).items() if not key.startswith("Deployment/")}
+    assert sorted(commands) == [f"CronJob/{RELEASE}-prune", f"Job/{RELEASE}-migrate"]
+    for spec in commands.values():
+        assert spec["automountServiceAccountToken"] is False
+        [container] = spec["containers"]
+        inline = {entry["name"]: entry["value"] for entry in container["env"] if "value" in entry}
+        assert inline == config
+        assert [entry for entry in container["env"] if "valueFrom" in entry] == [database_url]
 
 
 def test_migration_can_be_disabled(chart: helm.Chart) -> None:

@@ -246,8 +246,11 @@ def test_ingress_exposes_only_the_public_api(rendered: Rendered) -> None:
     assert rule["host"] == "lkps.np.example.com"
     backend = {"service": {"name": RELEASE, "port": {"name": "http"}}}
     assert rule["http"]["paths"] == [
-        {"path": path, "pathType": "Prefix", "backend": backend}
-        for path in ("/api/session", "/api/livekit", "/api/agent", "/api/health")
+        *(
+            {"path": path, "pathType": "Prefix", "backend": backend}
+            for path in ("/api/session", "/api/livekit", "/api/agent")
+        ),
+        {"path": "/api/health/live", "pathType": "Exact", "backend": backend},
     ]
     assert ingress["tls"] == [{"hosts": ["lkps.np.example.com"], "secretName": "lkps-tls"}]
 
@@ -258,6 +261,34 @@ def test_the_default_ingress_paths_leave_out_the_admin_api(chart: helm.Chart) ->
     paths = [entry["path"] for rule in ingress["spec"]["rules"] for entry in rule["http"]["paths"]]
     assert paths
     assert not [path for path in paths if "/api/admin".startswith(path) or path.startswith("/api/admin")]
+
+
+def test_the_default_ingress_serves_only_liveness_of_the_health_endpoints(chart: helm.Chart) -> None:
+    """The chart's default public paths route /api/health/live alone of the health endpoints, exactly."""
+    ingress = named(render(chart, {"ingress": {"enabled": True}}), "Ingress", RELEASE)
+    entries = [entry for rule in ingress["spec"]["rules"] for entry in rule["http"]["paths"]]
+    health = [
+        (entry["path"], entry["pathType"]) for entry in entries if entry["path"].startswith("/api/health")
+    ]
+    assert health == [("/api/health/live", "Exact")]
+
+
+@pytest.mark.parametrize(
+    ("path", "path_type"),
+    [("/api/health", "Prefix"), ("/api/health", "Exact"), ("/api/health/ready", "Exact")],
+)
+def test_a_public_path_to_the_readiness_checks_fails_the_render(
+    chart: helm.Chart, path: str, path_type: str
+) -> None:
+    """A public Ingress path routing /api/health or /api/health/ready stops the render naming /api/health/live."""
+    values = {
+        "ingress": {
+            "enabled": True,
+            "hosts": [{"host": "lkps.example.com", "paths": [{"path": path, "pathType": path_type}]}],
+        }
+    }
+    with pytest.raises(helm.HelmRenderError, match=r"would publish the readiness checks.*/api/health/live"):
+        render(chart, values)
 
 
 @pytest.mark.parametrize("path", ["/", "/api", "/api/", "/api/admin", "/api/admin/agents", "/api/(.*)"])
@@ -333,6 +364,49 @@ def test_worker_ingress_routes_the_relay_with_long_idle_timeouts(rendered: Rende
     assert one(manifests, "ConfigMap")["data"]["LKPS_PUBLIC_URL"] == "https://lkps.np.example.com"
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, "https://lkps.example.com"),  # the (placeholder) ingress host, with the Ingress off too
+        (
+            {
+                "ingress": {
+                    "enabled": True,
+                    "hosts": [
+                        {"host": "api.example.org", "paths": [{"path": "/api/session", "pathType": "Prefix"}]}
+                    ],
+                }
+            },
+            "https://api.example.org",
+        ),
+        ({"config": {"LKPS_PUBLIC_URL": "https://workers.example.org"}}, "https://workers.example.org"),
+    ],
+    ids=["first-host", "ingress-without-tls", "configured"],
+)
+def test_the_public_url_is_always_set(chart: helm.Chart, values: dict[str, object], expected: str) -> None:
+    """Every render sets LKPS_PUBLIC_URL (lkps hands out no worker URL without it): configured, else the first
+    TLS host, else the first ingress host, as https; the migration Job gets the same."""
+    manifests = render(chart, values)
+    assert one(manifests, "ConfigMap")["data"]["LKPS_PUBLIC_URL"] == expected
+    job = one(manifests, "Job")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "LKPS_PUBLIC_URL", "value": expected} in job["env"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"ingress": {"hosts": []}}, "config.LKPS_PUBLIC_URL is required"),
+        ({"config": {"LKPS_PUBLIC_URL": "http://lkps.example.com"}}, "must be an https:// URL"),
+    ],
+)
+def test_no_public_url_or_a_plaintext_one_fails_the_render(
+    chart: helm.Chart, values: dict[str, object], message: str
+) -> None:
+    """Without a public URL to set (no setting, no ingress host), or with an http one, the render stops."""
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(chart, values)
+
+
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_optional_objects_are_off_by_default(kube_version: str, rendered: Rendered) -> None:
     """The defaults render only the core objects: no Ingress, HPA, PDB, NetworkPolicy, ServiceMonitor or CronJob."""
@@ -345,6 +419,16 @@ def test_notes_name_the_secret_keys(chart: helm.Chart) -> None:
     notes = render_notes(chart)
     assert f'Secret "{RELEASE}"' in notes
     assert "livekit-api-secret  ->  LKPS_LIVEKIT_API_SECRET" in notes
+
+
+def test_notes_name_the_worker_url_and_a_placeholder(chart: helm.Chart) -> None:
+    """NOTES.txt names where workers are sent, and warns while that is still the placeholder host."""
+    notes = render_notes(chart)
+    assert "Agents' workers are sent to https://lkps.example.com/worker" in notes
+    assert "WARNING: LKPS_PUBLIC_URL is still a placeholder" in notes
+    configured = render_notes(chart, {"config": {"LKPS_PUBLIC_URL": "https://lkps.corp.internal"}})
+    assert "sent to https://lkps.corp.internal/worker" in configured
+    assert "LKPS_PUBLIC_URL is still a placeholder" not in configured
 
 
 def test_notes_say_where_the_admin_api_is(chart: helm.Chart) -> None:

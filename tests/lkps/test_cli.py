@@ -75,3 +75,23 @@ def test_missing_settings_are_listed_together(
     for setting in ("LKPS_CLIENT_URL", "LKPS_CLIENT_TENANT_ID", "LKPS_CLIENT_ID", "LKPS_CLIENT_SCOPE"):
         assert f"{setting} is required" in problems
     assert "exactly one of LKPS_CLIENT_SECRET(_FILE) and LKPS_CLIENT_CERTIFICATE" in problems
+
+
+@pytest.mark.parametrize(
+    "url", ["http://lkps.example.com", "http://10.0.0.5:8000", "HTTP://lkps.internal/base"]
+)
+def test_a_plaintext_url_to_another_host_is_refused(url: str) -> None:
+    """An http URL to anything but loopback, from the variable or the flag, is one line naming both and https."""
+    expected = f"LKPS_CLIENT_URL (--url) {url!r} is plaintext http to a non-loopback host: use https://"
+    with pytest.raises(ClientConfigError) as from_env:
+        client_config(parsed(), {**ENVIRONMENT, "LKPS_CLIENT_URL": url})
+    assert from_env.value.problems == [expected]
+    with pytest.raises(ClientConfigError) as from_flag:
+        client_config(parsed("--url", url), ENVIRONMENT)
+    assert from_flag.value.problems == [expected]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"])
+def test_a_plaintext_url_on_loopback_is_accepted(url: str) -> None:
+    """Plain http stays allowed to this machine's loopback (`lkps dev`)."""
+    assert client_config(parsed("--url", url), ENVIRONMENT).url == url

@@ -164,3 +164,18 @@ def test_end_session_sends_delete_for_the_room_and_returns_the_result() -> None:
     assert seen[0].method == "DELETE"
     assert seen[0].url.path == f"/api/session/{room}"
     assert seen[0].headers["authorization"] == "Bearer entra.jwt"
+
+
+def test_a_plaintext_url_to_another_host_is_refused_before_any_token() -> None:
+    """`LkpsClient` refuses http to a non-loopback host before it asks for a token or sends anything, and
+    accepts http on loopback."""
+
+    class NoToken:
+        def token(self) -> str:
+            raise AssertionError("no token may be asked for")
+
+    with pytest.raises(
+        ValueError, match=r"lkps URL 'http://lkps\.example\.com' is plaintext http .* use https://"
+    ):
+        LkpsClient("http://lkps.example.com", NoToken())
+    LkpsClient("http://127.0.0.1:8000", NoToken()).close()

@@ -18,8 +18,11 @@ from typing import Any
 
 import aiohttp
 import httpx
+import jwt
+import orjson
 import pytest
 from livekit import api, rtc
+from livekit.protocol import agent as lk_agent
 
 from authz.dev_issuer import DEMO_OPERATOR, DevClient
 from bench.harness import Deployment, Server, livekit_env
@@ -38,6 +41,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 WORKER_APP = Path(__file__).with_name("stock_worker.py")
 REFUSAL_HOLD_SECONDS = 3
+CONNECTION_CAP = 3
+HANDSHAKES_PER_MINUTE = 10
 
 
 KEY = "APIrelaytest"
@@ -120,7 +125,10 @@ class Relay:
 @pytest.fixture(scope="module")
 def relay(livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     env = livekit_server.lkps_env(
-        LKPS_WORKER_REFUSAL_HOLD_SECONDS=str(REFUSAL_HOLD_SECONDS), LKPS_WORKER_CHECK_INTERVAL_SECONDS="1"
+        LKPS_WORKER_REFUSAL_HOLD_SECONDS=str(REFUSAL_HOLD_SECONDS),
+        LKPS_WORKER_CHECK_INTERVAL_SECONDS="1",
+        LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT=str(CONNECTION_CAP),
+        LKPS_WORKER_HANDSHAKES_PER_MINUTE=str(HANDSHAKES_PER_MINUTE),
     )
     with (
         Deployment.create(tmp_path_factory.mktemp("relay"), extra_env=env) as deployment,
@@ -176,6 +184,15 @@ def run_worker(tmp_path: Path) -> Iterator[Any]:
             worker.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             worker.process.kill()
+
+
+async def open_relayed(
+    http: aiohttp.ClientSession, credentials: dict[str, Any]
+) -> aiohttp.ClientWebSocketResponse:
+    """A raw worker connection through lkps with the credentials a registration returned."""
+    return await open_worker(
+        http, credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"]
+    )
 
 
 async def wait_for(predicate: Any, seconds: float, what: str) -> None:
@@ -284,9 +301,7 @@ async def test_simulate_job_through_lkps_gets_nothing(relay: Relay) -> None:
     await relay.register(agent_b)
     victim_room = (await relay.start_session(agent_b.client_id))["room_name"]
     async with aiohttp.ClientSession() as http:
-        through_lkps = await open_worker(
-            http, credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"]
-        )
+        through_lkps = await open_relayed(http, credentials)
         await register(through_lkps, agent_a.client_id)
         await through_lkps.send_bytes(simulate_frame(victim_room))
         assert await _job_offer(through_lkps, 5) is None
@@ -316,27 +331,120 @@ async def _job_offer(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> Any
     return None
 
 
+async def _livekit_answers(relay: Relay) -> bool:
+    """LiveKit's server API answers (the server did not crash)."""
+    async with api.LiveKitAPI(relay.livekit.http_url, relay.livekit.key, relay.livekit.secret) as livekit:
+        await livekit.room.list_rooms(api.ListRoomsRequest())
+    return True
+
+
+@pytest.mark.parametrize("target", ["another-agents-session", "never-created", "no-room"])
+async def test_a_text_simulate_job_gets_nothing_and_livekit_stays_up(relay: Relay, target: str) -> None:
+    """A worker registered through lkps that sends `simulateJob` as a protojson TEXT frame (for another
+    agent's session room, for a room lkps never created, or without any room, which crashes LiveKit
+    v1.13.5) gets no offer and no assignment: lkps closes it with 1008, counts a security event, and
+    LiveKit still answers."""
+    agent_a, agent_b = relay.agent(f"agent a {target}"), relay.agent(f"agent b {target}")
+    credentials = await relay.register(agent_a)
+    await relay.register(agent_b)
+    victim = (await relay.start_session(agent_b.client_id))["room_name"]
+    room = {
+        "another-agents-session": {"room": {"name": victim}},
+        "never-created": {"room": {"name": "made-up"}},
+    }
+    frame = orjson.dumps({"simulateJob": room.get(target, {})}).decode()
+    counted = 'lkps_worker_security_events_total{kind="text_frame"}'
+    before = await relay.metric(counted)
+    async with aiohttp.ClientSession() as http:
+        ws = await open_relayed(http, credentials)
+        await register(ws, agent_a.client_id)
+        await ws.send_str(frame)
+        assert await _job_offer(ws, 5) is None
+        assert ws.closed
+        assert ws.close_code == 1008
+    assert await relay.metric(counted) == before + 1
+    await asyncio.sleep(1)  # what a crash would need to show
+    assert await _livekit_answers(relay)
+
+
+async def test_an_answer_with_the_users_identity_and_lkps_attributes_gets_neither(relay: Relay) -> None:
+    """A worker answering its own session's job with the user's identity and an `lkps.*` attribute gets a
+    room token for `agent-<job id>` without that attribute, and the user stays in the room."""
+    agent = relay.agent("agent answering")
+    credentials = await relay.register(agent)
+    async with aiohttp.ClientSession() as http:
+        ws = await open_relayed(http, credentials)
+        await register(ws, agent.client_id)
+        session = await relay.start_session(agent.client_id)
+        async with join(session) as joined:
+            job = await _job_offer(ws, 30)
+            assert job is not None
+            assert job.room.name == session["room_name"]
+            answer = lk_agent.WorkerMessage()
+            answer.availability.job_id = job.id
+            answer.availability.available = True
+            answer.availability.participant_identity = session["participant_identity"]
+            answer.availability.participant_attributes.update({"lkps.verified": "true", "topic": "help"})
+            await ws.send_bytes(answer.SerializeToString())
+            assignment = await _assignment(ws, 15)
+            claims = jwt.decode(assignment.token, options={"verify_signature": False})
+            assert claims["sub"] == f"agent-{job.id}"
+            assert claims["sub"] != session["participant_identity"]
+            assert claims.get("attributes", {}).get("topic") == "help"
+            assert not any(key.startswith("lkps.") for key in claims.get("attributes", {}))
+            assert joined.room.connection_state == rtc.ConnectionState.CONN_CONNECTED
+        await ws.close()
+
+
+async def _assignment(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        message = await next_server_message(ws, left)
+        if message is not None and message.HasField("assignment"):
+            return message.assignment
+    raise AssertionError("no assignment")
+
+
+async def test_the_connection_cap_and_the_handshake_limit_answer_429(relay: Relay) -> None:
+    """Beyond LKPS_WORKER_MAX_CONNECTIONS_PER_AGENT connections of one agent, and beyond
+    LKPS_WORKER_HANDSHAKES_PER_MINUTE handshakes with one key, the handshake is answered 429 with
+    Retry-After before the upgrade."""
+    capped, limited = relay.agent("agent capped"), relay.agent("agent limited")
+    async with aiohttp.ClientSession() as http:
+        credentials = await relay.register(capped)
+        held = [await open_relayed(http, credentials) for _ in range(CONNECTION_CAP)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await open_relayed(http, credentials)
+        assert refused.value.status == 429
+        assert refused.value.headers is not None
+        assert int(refused.value.headers["Retry-After"]) >= 1
+        for ws in held:
+            await ws.close()
+
+        credentials = await relay.register(limited)
+        for _ in range(HANDSHAKES_PER_MINUTE):
+            await (await open_relayed(http, credentials)).close()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await open_relayed(http, credentials)
+        assert refused.value.status == 429
+        assert refused.value.headers is not None
+        assert int(refused.value.headers["Retry-After"]) >= 1
+
+
 async def test_revocation_closes_the_worker_and_refuses_its_reconnects(relay: Relay, run_worker: Any) -> None:
     """Revoking the agent closes its relayed connection (1008, at the relay's next key check), and the
     worker's reconnects are refused before the upgrade (so it backs off) until it gives up."""
     agent = relay.agent("agent revoked")
     credentials = await relay.register(agent)
     async with aiohttp.ClientSession() as http:
-        ws = await open_worker(
-            http, credentials["worker_url"], credentials["worker_api_key"], credentials["worker_api_secret"]
-        )
+        ws = await open_relayed(http, credentials)
         await register(ws, agent.client_id)
         await relay.revoke(agent.client_id)
         message = await ws.receive(timeout=60)  # only against a hang: no wall-clock bound under load
         assert message.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}
         assert ws.close_code == 1008
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await open_worker(
-                http,
-                credentials["worker_url"],
-                credentials["worker_api_key"],
-                credentials["worker_api_secret"],
-            )
+            await open_relayed(http, credentials)
         assert refused.value.status == 403
 
 

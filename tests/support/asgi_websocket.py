@@ -42,8 +42,10 @@ class AsgiWebSocket:
         async with asyncio.timeout(seconds):
             return await self.from_app.get()
 
-    async def send(self, data: bytes) -> None:
-        await self.to_app.put({"type": "websocket.receive", "bytes": data})
+    async def send(self, data: bytes | str) -> None:
+        """A binary frame, or a TEXT frame for a str."""
+        frame = {"bytes": data} if isinstance(data, bytes) else {"text": data}
+        await self.to_app.put({"type": "websocket.receive", **frame})
 
     async def disconnect(self, code: int = 1000) -> None:
         await self.to_app.put({"type": "websocket.disconnect", "code": code})

@@ -65,6 +65,7 @@ def make_settings(**overrides: Any) -> Settings:
         "entra_tenant_id": TENANT_ID,
         "entra_audiences": (API_APP_ID, API_APP_ID_URI),
         "livekit_url": "wss://livekit.fake.test",
+        "public_url": "https://lkps.fake.test",  # a deployment's; the tests of deriving it set None
         "livekit_api_key": "APIfaketestkey",
         "livekit_api_secret": "fake-livekit-secret-that-is-long-enough",
         "entra_authority": FAKE_AUTHORITY,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from google.protobuf import json_format
 from livekit import api
 from livekit.protocol import agent
 
@@ -42,15 +43,18 @@ def simulate_frame(room: str) -> bytes:
 async def next_server_message(
     ws: aiohttp.ClientWebSocketResponse, seconds: float
 ) -> agent.ServerMessage | None:
-    """The next binary frame as a ServerMessage; None after `seconds` or on close."""
+    """The next frame as a ServerMessage (binary, or protojson text as LiveKit answers a worker that spoke
+    JSON); None after `seconds` or on close."""
     try:
         async with asyncio.timeout(seconds):
             message = await ws.receive()
     except TimeoutError:
         return None
+    parsed = agent.ServerMessage()
+    if message.type == aiohttp.WSMsgType.TEXT:
+        return json_format.Parse(message.data, parsed, ignore_unknown_fields=True)
     if message.type != aiohttp.WSMsgType.BINARY:
         return None
-    parsed = agent.ServerMessage()
     parsed.ParseFromString(message.data)
     return parsed
 

@@ -127,6 +127,12 @@ renders, so every install, upgrade and `helm template` runs these checks.
 {{- end }}
 {{- end }}
 {{- include "lkps.validateIngress" . }}
+{{- $publicUrl := get (include "lkps.configData" . | fromYaml) "LKPS_PUBLIC_URL" }}
+{{- if not $publicUrl }}
+{{- fail "config.LKPS_PUBLIC_URL is required (the https:// URL LiveKit Agents workers reach lkps at), or an ingress host to derive it from: without it lkps hands out no worker credentials" }}
+{{- else if not (hasPrefix "https://" $publicUrl) }}
+{{- fail (printf "config.LKPS_PUBLIC_URL %q must be an https:// URL: workers send their credentials to it" $publicUrl) }}
+{{- end }}
 {{- if .Values.workloadIdentity.enabled }}
 {{- $_ := required "workloadIdentity.clientId is required when workloadIdentity.enabled is true" .Values.workloadIdentity.clientId }}
 {{- range $key := list "LKPS_ENTRA_CLIENT_ID" "LKPS_ENTRA_FEDERATED_TOKEN_FILE" "LKPS_ENTRA_CLIENT_CERTIFICATE" }}
@@ -160,8 +166,11 @@ Ingress that shares a public host on the same controller.
 {{- range $rule := .Values.ingress.hosts }}
 {{- range $entry := $rule.paths }}
 {{- $path := $entry.path }}
+{{- if and (hasPrefix "/api/health" $path) (ne $path "/api/health/live") }}
+{{- fail (printf "ingress.hosts[%s].paths: %q would publish the readiness checks (/api/health, /api/health/ready) on the public Ingress; list /api/health/live (pathType Exact) instead" $rule.host $path) }}
+{{- end }}
 {{- if or (hasPrefix $path "/api/admin") (hasPrefix "/api/admin" $path) (regexMatch "[][*()|^$+?\\\\]" $path) }}
-{{- fail (printf "ingress.hosts[%s].paths: %q would publish the admin API (/api/admin) on the public Ingress; list the public prefixes (/api/session, /api/livekit, /api/agent, /api/health) and use adminIngress for the admin API" $rule.host $path) }}
+{{- fail (printf "ingress.hosts[%s].paths: %q would publish the admin API (/api/admin) on the public Ingress; list the public prefixes (/api/session, /api/livekit, /api/agent, /api/health/live) and use adminIngress for the admin API" $rule.host $path) }}
 {{- end }}
 {{- if and $.Values.adminIngress.enabled (eq $rule.host $.Values.adminIngress.host) (eq $.Values.ingress.className $.Values.adminIngress.className) }}
 {{- fail (printf "adminIngress.host %q is a public host on the same ingress class: give the admin API an internal class or host" $rule.host) }}
@@ -186,9 +195,10 @@ annotation only changes when a value does.
 {{- $_ := set $data $key (toString $value) }}
 {{- end }}
 {{- end }}
-{{- if and .Values.ingress.enabled .Values.ingress.tls (not (hasKey $data "LKPS_PUBLIC_URL")) }}
-{{- /* The worker URL registrations hand out: the public host workers reach lkps at. */}}
-{{- $_ := set $data "LKPS_PUBLIC_URL" (printf "https://%s" (first (first .Values.ingress.tls).hosts)) }}
+{{- $publicHost := include "lkps.publicHost" . }}
+{{- if and $publicHost (not (get $data "LKPS_PUBLIC_URL")) }}
+{{- /* The worker URL registrations hand out (lkps answers none without it): where workers reach lkps. */}}
+{{- $_ := set $data "LKPS_PUBLIC_URL" (printf "https://%s" $publicHost) }}
 {{- end }}
 {{- if .Values.workloadIdentity.enabled }}
 {{- $_ := set $data "LKPS_ENTRA_CLIENT_ID" .Values.workloadIdentity.clientId }}
@@ -199,11 +209,27 @@ annotation only changes when a value does.
 {{- end }}
 {{- end }}
 
-{{/* Secret settings as env entries, each from a secretKeyRef into the existing Secret. */}}
+{{/*
+The host LKPS_PUBLIC_URL is derived from when `config` does not set it: the first TLS host of the Ingress,
+else the first Ingress host (TLS terminated in front of the Ingress; lkps refuses plaintext anyway).
+*/}}
+{{- define "lkps.publicHost" -}}
+{{- if and .Values.ingress.enabled .Values.ingress.tls }}
+{{- first (first .Values.ingress.tls).hosts }}
+{{- else if .Values.ingress.hosts }}
+{{- (first .Values.ingress.hosts).host }}
+{{- end }}
+{{- end }}
+
+{{/*
+Secret settings as env entries, each from a secretKeyRef into the existing Secret. Call with (list $ names):
+the server gets every mapped secret, the one-shot commands only the database URL.
+*/}}
 {{- define "lkps.secretEnv" -}}
-{{- $secretName := include "lkps.secretName" . }}
-{{- range $name := keys .Values.secrets.keys | sortAlpha }}
-{{- $key := get $.Values.secrets.keys $name }}
+{{- $root := index . 0 }}
+{{- $secretName := include "lkps.secretName" $root }}
+{{- range $name := index . 1 }}
+{{- $key := get $root.Values.secrets.keys $name }}
 {{- if $key }}
 - name: {{ $name | quote }}
   valueFrom:
@@ -263,7 +289,8 @@ containers:
       - name: {{ $key | quote }}
         value: {{ $value | quote }}
       {{- end }}
-      {{- include "lkps.secretEnv" $root | trim | nindent 6 }}
+      {{- /* Only what `lkps migrate` and `lkps prune` read: no LiveKit, Entra or Redis secret. */}}
+      {{- include "lkps.secretEnv" (list $root (list "LKPS_DATABASE_URL")) | trim | nindent 6 }}
     securityContext:
       {{- toYaml $root.Values.securityContext | nindent 6 }}
     resources:

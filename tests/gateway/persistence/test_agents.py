@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from authz.caller import CallerKind
 from gateway.persistence.agents import AgentRegistry, AgentRevoked, NewRegistration
+from gateway.persistence.audit import AdminAction
 from gateway.persistence.db import create_engine
+from gateway.persistence.revocations import AgentRevocations
 from gateway.persistence.tables import agent_registrations
+from gateway.persistence.workers import WorkerStore
+from tests.support.callers import make_caller
 from tests.support.clock import FakeClock
 from tests.support.revocations import insert_revocation
 
@@ -171,3 +176,81 @@ class TestRevocation:
         assert await registry.active(AGENT) is not None
         await self.revoke(engine)
         assert await registry.active(AGENT) is None
+
+
+OPERATOR = make_caller(
+    object_id="2d0b3c4d-5e6f-4a70-8b9c-0d1e2f3a4b5c",
+    client_app_id="3e1c4d5e-6f70-4b81-9cad-1e2f3a4b5c6d",
+    kind=CallerKind.APP,
+)
+
+
+async def _waiting_on_locks(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        return int(await conn.scalar(query) or 0)
+
+
+async def _until(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(200):
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class TestKeyRotation:
+    async def test_rotation_gives_a_new_key_and_ends_the_old_ones_after_the_grace(
+        self, engine: AsyncEngine
+    ) -> None:
+        """A rotating registration carries a new key; the agent's other keys stay in force for the grace
+        period only, and a later renewal keeps the new key."""
+        clock = FakeClock()
+        registry = AgentRegistry(engine, clock, cache_ttl_seconds=0)
+        workers = WorkerStore(engine, clock)
+        first = await registry.register(_new(), expires_at=int(clock.now()) + 86400)
+        rotated = await registry.register(
+            _new(), expires_at=int(clock.now()) + 86400, rotate_key_grace_seconds=600
+        )
+        assert rotated.worker_key_id != first.worker_key_id
+        renewed = await registry.register(_new(), expires_at=int(clock.now()) + 86400)
+        assert renewed.worker_key_id == rotated.worker_key_id
+        clock.advance(599)
+        assert await workers.key_in_force(first.worker_key_id) is not None
+        clock.advance(2)
+        assert await workers.key_in_force(first.worker_key_id) is None
+        assert await workers.key_in_force(rotated.worker_key_id) is not None
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_registration_racing_a_revocation_never_brings_the_key_back_after_an_unrevoke(
+    engine: AsyncEngine,
+) -> None:
+    """A registration that runs while a revocation is in flight (its transaction has revoked the rows but
+    not committed) does not insert the key again unrevoked: after the unrevoke the old key is not in force."""
+    clock = FakeClock()
+    registry = AgentRegistry(engine, clock, cache_ttl_seconds=0)
+    revocations = AgentRevocations(engine, clock)
+    first = await registry.register(_new(), expires_at=int(clock.now()) + 3600)
+    audit = AdminAction(OPERATOR, "revoke_agent", AGENT, "req-revoke")
+    async with engine.connect() as blocker:
+        # Hold the revocation open after its writes: its audit row waits for this lock.
+        await blocker.execute(text("LOCK TABLE admin_actions IN EXCLUSIVE MODE"))
+        revoking = asyncio.ensure_future(revocations.revoke(AGENT, "race", audit))
+
+        async def waiting(count: int) -> bool:
+            return await _waiting_on_locks(engine) >= count
+
+        await _until(lambda: waiting(1), "the revocation to wait for the audit lock")
+        registering = asyncio.ensure_future(registry.register(_new(), expires_at=int(clock.now()) + 3600))
+
+        async def registered_or_waiting() -> bool:
+            return registering.done() or await waiting(2)
+
+        await _until(registered_or_waiting, "the registration to finish or wait for the agent's lock")
+        await blocker.rollback()
+    await revoking
+    await asyncio.gather(registering, return_exceptions=True)
+    await revocations.unrevoke(AGENT, AdminAction(OPERATOR, "unrevoke_agent", AGENT, "req-unrevoke"))
+    assert await WorkerStore(engine, clock).key_in_force(first.worker_key_id) is None

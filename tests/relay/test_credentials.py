@@ -1,0 +1,66 @@
+"""Worker credentials: the versioned derivation root with a previous LiveKit secret for rotations, and the
+bound on a worker token's lifetime."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from gateway.relay.credentials import HandshakeRefused, WorkerCredentials, new_key_id
+
+OLD_SECRET = "the-livekit-secret-before-the-rotation-0123"
+NEW_SECRET = "the-livekit-secret-after-the-rotation-456789"
+
+
+def _token(key_id: str, secret: str, *, lifetime: float, now: float, **claims: object) -> str:
+    body = {"iss": key_id, "nbf": int(now), "exp": int(now + lifetime), "video": {"agent": True}, **claims}
+    return jwt.encode(body, secret, algorithm="HS256")
+
+
+def test_a_secret_from_the_previous_livekit_secret_stays_valid_while_it_is_configured() -> None:
+    """After LKPS_LIVEKIT_API_SECRET is rotated, a worker secret derived from the previous one verifies
+    while LKPS_LIVEKIT_PREVIOUS_API_SECRET names it, and no longer once it is unset; new secrets come from
+    the current secret."""
+    now = time.time()
+    key_id = new_key_id()
+    old_worker_secret = WorkerCredentials(OLD_SECRET).secret(key_id)
+    token = _token(key_id, old_worker_secret, lifetime=3600, now=now)
+    rotating = WorkerCredentials(NEW_SECRET, OLD_SECRET)
+    assert rotating.verify(token, now=now).key_id == key_id
+    assert rotating.secret(key_id) == WorkerCredentials(NEW_SECRET).secret(key_id) != old_worker_secret
+    with pytest.raises(HandshakeRefused) as refused:
+        WorkerCredentials(NEW_SECRET).verify(token, now=now)
+    assert refused.value.reason == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "claims", "accepted"),
+    [
+        (6 * 3600, {}, True),  # what a stock worker signs
+        (24 * 3600, {}, True),
+        (24 * 3600 + 1, {}, False),
+        (30 * 86400, {"nbf": None}, False),  # no nbf: the lifetime counts from now
+        (30 * 86400, {"nbf": None, "iat": int(time.time()) - 29 * 86400}, False),
+    ],
+    ids=["six-hours", "a-day", "over-a-day", "a-month-without-nbf", "a-month-by-iat"],
+)
+def test_worker_tokens_living_longer_than_a_day_are_refused(
+    lifetime: float, claims: dict[str, object], accepted: bool
+) -> None:
+    """A handshake token whose lifetime (from nbf, else iat, else now, to exp) exceeds 24 hours is refused."""
+    now = time.time()
+    credentials = WorkerCredentials(NEW_SECRET)
+    key_id = new_key_id()
+    token = _token(key_id, credentials.secret(key_id), lifetime=lifetime, now=now)
+    body = jwt.decode(token, options={"verify_signature": False})
+    body.update(claims)
+    body = {name: value for name, value in body.items() if value is not None}
+    token = jwt.encode(body, credentials.secret(key_id), algorithm="HS256")
+    if accepted:
+        assert credentials.verify(token, now=now).key_id == key_id
+        return
+    with pytest.raises(HandshakeRefused) as refused:
+        credentials.verify(token, now=now)
+    assert refused.value.reason == "token_lifetime"
