@@ -227,6 +227,7 @@ class TestAgents:
             await gateway.register_agent(agent_id)
             assert (await admin.post(f"/agents/{agent_id}/revoke")).status_code == 200
         assert (await admin.post(f"/agents/{AGENT_ID}/unrevoke")).json()["was_revoked"] is True
+        gateway.clock.advance(1)  # the new registration is the latest one (the same instant would be a tie)
         await gateway.register_agent(AGENT_ID)
         refused = await gateway.client.post(
             "/api/agent/register",
