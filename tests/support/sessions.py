@@ -31,6 +31,7 @@ def session_row(room: str, created_at: datetime | None = None, **overrides: Any)
         "created_at": created,
         "token_expires_at": created + timedelta(minutes=10),
         "request_id": "req-test",
+        "deployment": "",
         **overrides,
     }
 
