@@ -102,7 +102,7 @@ class Peer:
             ["node", "server.mjs"], cwd=self.dir, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
         try:
-            wait_ready(f"http://127.0.0.1:{self.port}/api/health/live")
+            wait_ready(f"http://127.0.0.1:{self.port}/api/health/live", process)
             yield process
         finally:
             process.terminate()

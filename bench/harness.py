@@ -88,14 +88,18 @@ async def drop_postgres_database(server_url: str, url: str) -> None:
     await engine.dispose()
 
 
-def wait_ready(url: str, timeout: float = 30) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 600) -> None:
+    """Until `url` answers 200. With `process`, as long as it lives (a loaded machine starts it slowly; one
+    that exited never answers); `timeout` only guards against a hang."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"server exited with status {process.returncode} before it was ready at {url}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:
+            with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
                     return
-        except OSError:
+        except OSError:  # refused, reset, or a read timeout while it starts
             time.sleep(0.2)
     raise SystemExit(f"server not ready at {url}")
 
@@ -266,7 +270,7 @@ class Deployment:
         )
         server = Server(process, port, log)
         try:
-            wait_ready(f"{server.url}/api/health/ready")
+            wait_ready(f"{server.url}/api/health/ready", process)
             yield server
         finally:
             server.stop()

@@ -220,7 +220,7 @@ def build_services(
         rooms=rooms,
         webhooks=WebhookVerifier(settings.livekit_api_key, settings.livekit_api_secret),
         lifecycle=lifecycle,
-        ending=SessionEnder(lifecycle, rooms),
+        ending=SessionEnder(lifecycle, rooms, clock),
         revocations=AgentRevocations(engine, clock),
         admin=AdminQueries(engine),
         workers=workers,

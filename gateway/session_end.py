@@ -9,6 +9,7 @@ from __future__ import annotations
 import structlog
 
 from authz.caller import Caller
+from authz.clock import Clock, utc_now
 from gateway.errors import ApiError, database_errors
 from gateway.livekit_rooms import LiveKitRefused, LiveKitUnavailable, RoomControl
 from gateway.persistence.lifecycle import SessionLifecycle, SessionState
@@ -17,9 +18,10 @@ log = structlog.get_logger("lkps.sessions")
 
 
 class SessionEnder:
-    def __init__(self, lifecycle: SessionLifecycle, rooms: RoomControl) -> None:
+    def __init__(self, lifecycle: SessionLifecycle, rooms: RoomControl, clock: Clock) -> None:
         self._lifecycle = lifecycle
         self._rooms = rooms
+        self._clock = clock
 
     async def end(self, room_name: str, ended_by: str, owner: Caller | None = None) -> SessionState:
         """End the session in `room_name`; with `owner`, only if that caller started it. Idempotent."""
@@ -28,9 +30,10 @@ class SessionEnder:
             check_owner(session, owner)
         if session.status == "ended":
             return session
+        deleting_since = utc_now(self._clock)
         await self._delete_room(room_name, "the session is still open")
         with database_errors("The room was deleted but the session could not be marked ended; retry."):
-            ended = await self._lifecycle.end(room_name, ended_by)
+            ended = await self._lifecycle.end(room_name, ended_by, since=deleting_since)
         if ended is None:  # pruned meanwhile
             raise session_not_found(room_name)
         return ended

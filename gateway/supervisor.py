@@ -190,13 +190,14 @@ class SessionSupervisor:
         )
 
     async def _end(self, session: SessionState, reason: str, lease: datetime) -> None:
+        deleting_since = utc_now(self._clock)
         try:
             await self._rooms.delete_room(session.room_name)
         except (LiveKitUnavailable, LiveKitRefused) as exc:
             log.warning("session_end_failed", room=session.room_name, reason=reason, error=str(exc))
             await self._store.release(session.room_name, lease, utc_now(self._clock) + END_RETRY)
             return
-        await self._lifecycle.end(session.room_name, reason)
+        await self._lifecycle.end(session.room_name, reason, since=deleting_since)
         self._metrics.sessions_ended.labels(reason).inc()
         log.info("session_ended", room=session.room_name, reason=reason, agent_id=session.agent_app_id)
 

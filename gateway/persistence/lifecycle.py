@@ -236,14 +236,28 @@ class SessionLifecycle:
             row = (await conn.execute(select(sessions).where(sessions.c.room_name == room_name))).first()
         return None if row is None else session_state(row)
 
-    async def end(self, room_name: str, ended_by: str) -> SessionState | None:
-        """Mark the session ended now (unless it already is) and return it as it then stands."""
+    async def end(self, room_name: str, ended_by: str, since: datetime | None = None) -> SessionState | None:
+        """Mark the session ended now by `ended_by` (unless it already is) and return it as it then stands.
+
+        `since` is when the one ending it began to delete the room: LiveKit's room_finished for that very
+        deletion may be recorded first (as ended by `webhook`), and the end is then still `ended_by`'s."""
         now = utc_now(self._clock)
+        still_open = sessions.c.status != "ended"
+        if since is not None:
+            still_open = or_(
+                still_open,
+                and_(sessions.c.ended_by == "webhook", sessions.c.ended_at >= literal(since, UtcDateTime())),
+            )
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(sessions)
-                .where(sessions.c.room_name == room_name, sessions.c.status != "ended")
-                .values(status="ended", ended_at=now, ended_by=ended_by, next_check_at=None)
+                .where(sessions.c.room_name == room_name, still_open)
+                .values(
+                    status="ended",
+                    ended_at=case((sessions.c.status == "ended", sessions.c.ended_at), else_=now),
+                    ended_by=ended_by,
+                    next_check_at=None,
+                )
             )
             row = (await conn.execute(select(sessions).where(sessions.c.room_name == room_name))).first()
         return None if row is None else session_state(row)

@@ -192,3 +192,21 @@ async def test_ending_keeps_the_first_end(engine: AsyncEngine) -> None:
     again = await store.end("room-a", "admin")
     assert again == ended
     assert await store.end("no-such-room", "caller") is None
+
+
+async def test_the_room_finished_of_an_own_deletion_leaves_the_end_to_who_deleted(
+    engine: AsyncEngine,
+) -> None:
+    """LiveKit's room_finished for the room an ender is deleting may be recorded before the ender marks the
+    row: the end is still the ender's (at the webhook's time); a room_finished before the deletion began is
+    an end of its own."""
+    await insert_sessions(engine, session_row("room-a"), session_row("room-b"))
+    store = lifecycle(engine)
+    await store.record(ev("room_finished", "room-a", 10))
+    ended = await store.end("room-a", "caller", since=T0 + timedelta(seconds=9))
+    assert ended is not None
+    assert (ended.status, ended.ended_by, ended.ended_at) == ("ended", "caller", T0 + timedelta(seconds=10))
+    await store.record(ev("room_finished", "room-b", 10))
+    earlier = await store.end("room-b", "caller", since=T0 + timedelta(seconds=11))
+    assert earlier is not None
+    assert (earlier.ended_by, earlier.ended_at) == ("webhook", T0 + timedelta(seconds=10))
