@@ -175,9 +175,10 @@ class Server:
                 self.kill()
 
 
-async def seed_presence(database_url: str, agent: str) -> None:
-    """Record a worker of `agent` as connected on a replica that never goes stale: session starts to it then
-    succeed with no worker running, for benchmarks and tests about everything but the agent in the room."""
+async def seed_presence(database_url: str, agent: str, deployment: str = "") -> None:
+    """Record a worker of `agent` (in `deployment`) as connected on a replica that never goes stale: session
+    starts to it then succeed with no worker running, for benchmarks and tests about everything but the
+    agent in the room."""
     engine = create_engine(database_url, pool_size=1)
     forever = datetime.now(UTC) + timedelta(days=3650)
     try:
@@ -186,7 +187,7 @@ async def seed_presence(database_url: str, agent: str) -> None:
                 insert(worker_presence).values(
                     connection_id=str(uuid.uuid4()),
                     agent_app_id=agent,
-                    deployment="",
+                    deployment=deployment,
                     replica="bench-harness",
                     registered_at=datetime.now(UTC),
                     seen_at=forever,

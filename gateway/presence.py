@@ -31,6 +31,7 @@ log = structlog.get_logger("lkps.presence")
 REFRESH_SECONDS = 2.0
 HEARTBEAT_SECONDS = 5.0
 STALE_SECONDS = 3 * HEARTBEAT_SECONDS
+MAX_RECHECKED = 10_000
 MISS_RECHECK_SECONDS = 1.0
 # Rows of connections that ended this long ago tell nothing more (worker_connections keeps the history).
 KEEP_ENDED = timedelta(hours=1)
@@ -57,6 +58,8 @@ class WorkerPresence:
         now = self._clock.monotonic()
         if now - self._rechecked.get(key, -MISS_RECHECK_SECONDS) < MISS_RECHECK_SECONDS:
             return False
+        if len(self._rechecked) >= MAX_RECHECKED:  # callers choose deployment names: never unbounded
+            self._rechecked.clear()
         self._rechecked[key] = now
         until = await self._present_until(agent_id)
         self._until.update(until)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from bench.harness import seed_presence
 from gateway.livekit_format import LiveKitTokenRequest
 from gateway.persistence.tables import sessions
 from tests.gateway.conftest import AGENT_ID, Gateway, running_gateway
@@ -325,6 +327,9 @@ class TestLiveKitClientTokenSource:
     ) -> None:
         """`fetch({agentName, agentMetadata, participantName, deployment})` returns a token both LiveKit SDKs
         verify, with the deployment in its dispatch."""
+        # The demo agent's worker serves the default deployment; `staging` is made to count as connected.
+        database = f"sqlite+aiosqlite:///{lkps_dev.state.dir / 'lkps.db'}"
+        asyncio.run(seed_presence(database, lkps_dev.agent_id, "staging"))
         answer = token_source_fetch(
             lkps_dev,
             f"Bearer {lkps_dev.user_token('alice')}",

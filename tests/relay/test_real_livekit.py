@@ -112,9 +112,10 @@ class Relay:
         token = self.deployment.user_token("alice")
         return await self.post("/api/session/start", token, {"agent_entra_app_id": agent_id, **fields})
 
-    async def seem_connected(self, agent_id: str) -> None:
-        """Let sessions to the agent start with none of its workers connected (nobody takes their job)."""
-        await seed_presence(self.deployment.database_url, agent_id)
+    async def seem_connected(self, agent_id: str, deployment: str = "") -> None:
+        """Let sessions to the agent (in `deployment`) start with none of its workers connected (nobody takes
+        their job)."""
+        await seed_presence(self.deployment.database_url, agent_id, deployment)
 
     async def revoke(self, agent_id: str) -> None:
         operator = self.app_token(self.deployment.state.client(DEMO_OPERATOR))
@@ -354,6 +355,7 @@ async def test_a_text_simulate_job_gets_nothing_and_livekit_stays_up(relay: Rela
     agent_a, agent_b = relay.agent(f"agent a {target}"), relay.agent(f"agent b {target}")
     credentials = await relay.register(agent_a)
     await relay.register(agent_b)
+    await relay.seem_connected(agent_b.client_id)
     victim = (await relay.start_session(agent_b.client_id))["room_name"]
     room = {
         "another-agents-session": {"room": {"name": victim}},
@@ -549,7 +551,8 @@ async def test_a_staging_and_a_default_worker_each_get_only_their_deployments_jo
     relay: Relay, run_worker: Any
 ) -> None:
     """Two stock workers of one agent, one started with LIVEKIT_AGENT_DEPLOYMENT=staging: a session for a
-    deployment no worker has gets neither, one for `staging` goes to that worker, one for none to the other."""
+    deployment no worker has is refused (404), and LiveKit gives its job to neither worker even when lkps
+    lets it start; one for `staging` goes to that worker, one for none to the other."""
     agent = relay.agent("agent deployed twice")
     credentials = await relay.register(agent)
     staging = run_worker(credentials, credentials["agent_name"], LIVEKIT_AGENT_DEPLOYMENT="staging")
@@ -557,8 +560,17 @@ async def test_a_staging_and_a_default_worker_each_get_only_their_deployments_jo
     for worker in (staging, default):
         # Two workers importing livekit-agents at once: a start of minutes on a busy machine.
         await wait_for(lambda w=worker: "registered worker" in w.log_text(), 120, "both workers to register")
-    # First, while both workers are idle: no deployment falls back to another one's workers.
-    nobodys = await relay.start_session(agent.client_id, deployment="canary")
+    async with httpx.AsyncClient(base_url=relay.server.url) as http:
+        refused = await http.post(
+            "/api/session/start",
+            headers={"Authorization": f"Bearer {relay.deployment.user_token('alice')}"},
+            json={"agent_entra_app_id": agent.client_id, "deployment": "canary"},
+        )
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["error"] == "agent_not_connected"
+    # While both workers are idle: no deployment falls back to another one's workers.
+    await relay.seem_connected(agent.client_id, "preview")
+    nobodys = await relay.start_session(agent.client_id, deployment="preview")
     async with join(nobodys) as joined:
         await asyncio.sleep(5)
         assert joined.agents() == []
