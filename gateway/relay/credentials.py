@@ -88,7 +88,7 @@ class WorkerCredentials:
         if not isinstance(exp, int | float) or exp + _LEEWAY_SECONDS < now:
             raise HandshakeRefused("token_expired", "the token has expired")
         if isinstance(nbf, int | float) and nbf - _LEEWAY_SECONDS > now:
-            raise HandshakeRefused("bad_signature", "the token is not valid yet")
+            raise HandshakeRefused("token_not_yet_valid", "the token is not valid yet (nbf)")
         if exp - _issued(claims, now) > MAX_TOKEN_LIFETIME_SECONDS:
             raise HandshakeRefused(
                 "token_lifetime", "the token lives longer than 24 hours; sign shorter ones"

@@ -64,3 +64,37 @@ def test_worker_tokens_living_longer_than_a_day_are_refused(
     with pytest.raises(HandshakeRefused) as refused:
         credentials.verify(token, now=now)
     assert refused.value.reason == "token_lifetime"
+
+
+@pytest.mark.parametrize(("ahead", "accepted"), [(59, True), (61, False)], ids=["59s-ahead", "61s-ahead"])
+def test_a_token_not_valid_yet_has_sixty_seconds_of_leeway(ahead: int, accepted: bool) -> None:
+    """A handshake token whose `nbf` is 59 s in the future is accepted (clock skew), 61 s is refused."""
+    now = time.time()
+    credentials = WorkerCredentials(NEW_SECRET)
+    key_id = new_key_id()
+    token = _token(key_id, credentials.secret(key_id), lifetime=3600, now=now + ahead)
+    if accepted:
+        assert credentials.verify(token, now=now).key_id == key_id
+        return
+    with pytest.raises(HandshakeRefused) as refused:
+        credentials.verify(token, now=now)
+    assert refused.value.reason == "token_not_yet_valid"
+
+
+def test_a_token_over_eight_kib_is_refused_before_it_is_parsed() -> None:
+    """A handshake token of 8 KiB verifies; one byte more is refused as malformed."""
+    now = time.time()
+    credentials = WorkerCredentials(NEW_SECRET)
+    key_id = new_key_id()
+    pad = 5000
+    while (
+        len(_token(key_id, credentials.secret(key_id), lifetime=3600, now=now, pad="x" * (pad + 1))) <= 8192
+    ):
+        pad += 1
+    fits = _token(key_id, credentials.secret(key_id), lifetime=3600, now=now, pad="x" * pad)
+    assert 8 * 1024 - 4 < len(fits) <= 8 * 1024
+    assert credentials.verify(fits, now=now).key_id == key_id
+    too_large = fits + "A"
+    with pytest.raises(HandshakeRefused) as refused:
+        credentials.verify(too_large, now=now)
+    assert refused.value.reason == "malformed"
