@@ -77,6 +77,7 @@ CLOSE_RESTART = 1012
 CAP_RETRY_AFTER_SECONDS = 30.0
 ROOM_CACHE_SIZE = 10_000
 AUDIT_BATCH = 256
+AUDIT_LINGER_SECONDS = 0.05
 
 
 class RelayStore(Protocol):
@@ -599,6 +600,8 @@ class WorkerRelay:
     async def _write_audit(self) -> None:
         while True:
             await self._audit_ready.wait()
+            if len(self._audit) < AUDIT_BATCH:
+                await asyncio.sleep(AUDIT_LINGER_SECONDS)  # what else arrives meanwhile shares the commit
             batch = [self._audit.popleft() for _ in range(min(AUDIT_BATCH, len(self._audit)))]
             if not self._audit:
                 self._audit_ready.clear()

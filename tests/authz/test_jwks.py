@@ -23,14 +23,16 @@ PAST_TTL = TTL * 1.06  # beyond the TTL plus its up-to-5 % jitter
 pytestmark = pytest.mark.anyio
 
 
-def make_cache(fake: FakeEntra, http: httpx.AsyncClient, clock: FakeClock) -> JwksCache:
+def make_cache(
+    fake: FakeEntra, http: httpx.AsyncClient, clock: FakeClock, cooldown: float = COOLDOWN
+) -> JwksCache:
     return JwksCache(
         fake.discovery_url_v2,
         TENANT_ID,
         http,
         clock,
         ttl_seconds=TTL,
-        refresh_cooldown_seconds=COOLDOWN,
+        refresh_cooldown_seconds=cooldown,
         max_stale_seconds=MAX_STALE,
     )
 
@@ -127,6 +129,21 @@ class TestLoading:
         assert (await cache.key(fake.signing_kid)).issuer is not None
         assert cache.ready
         assert fake.discovery_fetches == 2
+
+    @pytest.mark.parametrize(("cooldown", "retry_after"), [(0.3, 1), (2.5, 3), (60.0, 60)])
+    async def test_unavailable_keys_ask_for_a_retry_after_the_cooldown_rounded_up(
+        self, fake: FakeEntra, http: httpx.AsyncClient, clock: FakeClock, cooldown: float, retry_after: int
+    ) -> None:
+        """While keys cannot be loaded, the answer's Retry-After is the refresh cooldown in whole seconds,
+        rounded up and never below one second (a zero would invite a retry storm)."""
+        fake.fail("discovery", 503)
+        keys = make_cache(fake, http, clock, cooldown)
+        try:
+            with pytest.raises(AuthUnavailable) as failed:
+                await keys.start()
+            assert failed.value.retry_after == retry_after
+        finally:
+            await keys.aclose()
 
 
 class TestRollover:

@@ -532,6 +532,9 @@ async def test_a_restarted_lkps_keeps_the_running_job_and_the_worker_comes_back(
             session = await relay.start_session(agent.client_id)
             async with join(session) as joined:
                 await wait_for(lambda: bool(joined.greetings), 30, "the agent's greeting")
+                # The greeting comes over the data channel, the agent's arrival over the signal connection:
+                # either can reach the user first.
+                await wait_for(lambda: len(joined.agents()) == 1, 10, "the agent participant")
                 left: list[str] = []
                 joined.room.on("participant_disconnected", lambda p: left.append(p.identity))
                 server.stop()

@@ -18,7 +18,7 @@ import jwt
 import pytest
 from google.protobuf import json_format
 from litestar import Litestar
-from livekit.protocol import agent
+from livekit.protocol import agent, models
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,8 +28,7 @@ from gateway.observability.metrics import Metrics
 from gateway.persistence.db import create_engine
 from gateway.persistence.tables import worker_connections, worker_jobs, worker_security_events
 from gateway.persistence.workers import AuditRecord, WorkerKey, WorkerStore
-from gateway.relay.frames import PRODUCT_PERMISSIONS
-from gateway.relay.relay import MAX_FRAME_BYTES, RelayLimits, RelayStore, WorkerRelay
+from gateway.relay.relay import MAX_FRAME_BYTES, RelayLimits, RelayStore, WorkerRelay, relayable
 from gateway.services import Services, build_services
 from tests.gateway.conftest import AGENT_ID, AGENT_OID, AGENT_ROLE
 from tests.gateway.test_admin import ADMIN_APP, ADMIN_OID, ADMIN_ROLE
@@ -206,7 +205,18 @@ async def test_the_register_frame_is_rebuilt_with_the_products_permissions(relay
     expected = agent.RegisterWorkerRequest(
         agent_name=AGENT_ID, version="9.9", deployment="staging", type=agent.JT_PUBLISHER
     )
-    expected.allowed_permissions.CopyFrom(PRODUCT_PERMISSIONS)
+    # LiveKit's defaults for an agent, spelled out: never hidden, never a recorder.
+    expected.allowed_permissions.CopyFrom(
+        models.ParticipantPermission(
+            can_subscribe=True,
+            can_publish=True,
+            can_publish_data=True,
+            can_update_metadata=True,
+            hidden=False,
+            recorder=False,
+            agent=True,
+        )
+    )
     assert seen == expected
     assert unknown not in seen.SerializeToString()
     (claims,) = relay.livekit.handshakes
@@ -512,12 +522,20 @@ async def test_an_answer_over_the_bounds_declines_the_job(relay: Relay) -> None:
     await worker.disconnect()
 
 
-async def test_livekit_close_codes_reach_the_worker(relay: Relay) -> None:
-    """LiveKit closing with an application code closes the worker with the same code."""
+@pytest.mark.parametrize("code", [1001, 1008, 1009, 1011, 1012, 1013, 4001])
+async def test_livekit_close_codes_reach_the_worker(relay: Relay, code: int) -> None:
+    """LiveKit closing with a code a peer may send (RFC 6455 7.4, or an application code) closes the worker
+    with the same code."""
     worker, link = await relay.connected()
-    await link.ws.close(code=4001)
+    await link.ws.close(code=code)
     closed = await worker.next(5)
-    assert (closed["type"], closed["code"]) == ("websocket.close", 4001)
+    assert (closed["type"], closed["code"]) == ("websocket.close", code)
+
+
+@pytest.mark.parametrize("code", [None, 1004, 1005, 1006, 1015, 2000, 2999, 5000])
+def test_close_codes_no_peer_may_send_reach_the_worker_as_1011(code: int | None) -> None:
+    """A close without a code, or with one reserved for the endpoints themselves, reaches the worker as 1011."""
+    assert relayable(code) == 1011
 
 
 async def test_an_oversized_frame_closes_with_1009(relay: Relay) -> None:

@@ -221,6 +221,24 @@ class TestKeyRotation:
         assert await workers.key_in_force(first.worker_key_id) is None
         assert await workers.key_in_force(rotated.worker_key_id) is not None
 
+    async def test_a_renewal_keeps_the_running_key_past_a_registration_without_one(
+        self, engine: AsyncEngine
+    ) -> None:
+        """A registration row from before worker keys existed (no key) never makes a renewal mint a new key:
+        the renewal keeps the key the running worker holds, even when that row expires later."""
+        clock = FakeClock()
+        registry = AgentRegistry(engine, clock, cache_ttl_seconds=0)
+        first = await registry.register(_new(), expires_at=int(clock.now()) + 3600)
+        legacy = await registry.register(_new(), expires_at=int(clock.now()) + 86400)
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(agent_registrations)
+                .where(agent_registrations.c.id == legacy.id)
+                .values(worker_key_id=None)
+            )
+        renewed = await registry.register(_new(), expires_at=int(clock.now()) + 86400)
+        assert renewed.worker_key_id == first.worker_key_id
+
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
