@@ -7,8 +7,9 @@ a stock worker does). A job assignment is timed as LiveKit runs it, for a fresh 
 session row written first, as session start does): from the fake LiveKit sending the availability
 request, through the worker's acceptance, to the worker receiving the assignment; through lkps (which
 looks the room up, rewrites the answer and the assignment) and over direct connections to the fake (the
-baseline): the difference is what the relay adds. At the end the server gets SIGTERM and the close codes the
-workers see are counted (1012 = service restart: reconnect elsewhere).
+baseline): the difference is what the relay adds, to the whole job and to each of its three hops (the
+request, which carries the room check; the answer; the assignment frame alone). At the end the server gets
+SIGTERM and the close codes the workers see are counted (1012 = service restart: reconnect elsewhere).
 
     python bench/worker_relay.py --connections 1000 --assignments 2000
 """
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,29 +124,43 @@ async def next_answer(link: FakeWorkerLink) -> None:
         pass
 
 
+@dataclass
+class Timings:
+    """Seconds per job: the whole job (availability request to the worker's receipt of the assignment) and
+    its three relayed hops (the request, with the room check; the worker's answer; the assignment)."""
+
+    jobs: list[float] = field(default_factory=list)
+    requests: list[float] = field(default_factory=list)
+    answers: list[float] = field(default_factory=list)
+    assignments: list[float] = field(default_factory=list)
+
+
 async def time_assignments(
     pairs: list[tuple[aiohttp.ClientWebSocketResponse, FakeWorkerLink]],
     agent_name: str,
     jobs: range,
     rate: float,
-) -> tuple[list[float], list[float]]:
-    """Run `jobs` at `rate` per second on random workers; seconds from the availability request to the
-    worker's receipt of the assignment, and to its receipt of the request (the hop with the room check)."""
-    samples: list[float] = []
-    offers: list[float] = []
+) -> Timings:
+    """Run `jobs` at `rate` per second on random workers."""
+    timings = Timings()
     for job in jobs:
         ws, link = random.choice(pairs)
         started = time.perf_counter()
         await link.send(offer(agent_name, job))
         await next_server(ws, "availability")
-        offers.append(time.perf_counter() - started)
+        offered = time.perf_counter()
         await ws.send_bytes(accept(job))
         await next_answer(link)
+        answered = time.perf_counter()
         await link.send(assignment(agent_name, job))
         await next_server(ws, "assignment")
-        samples.append(time.perf_counter() - started)
+        assigned = time.perf_counter()
+        timings.jobs.append(assigned - started)
+        timings.requests.append(offered - started)
+        timings.answers.append(answered - offered)
+        timings.assignments.append(assigned - answered)
         await asyncio.sleep(1 / rate)
-    return samples, offers
+    return timings
 
 
 def quantiles_ms(samples: list[float]) -> dict[str, float]:
@@ -185,12 +201,12 @@ async def run(
         gc.disable()
         rss_held = server.worker_rss_kib()
         cpu_before, _ = server.worker_cpu_seconds()
-        relayed, relayed_offers = await time_assignments(pairs, name, relayed_jobs, args.rate)
+        relayed = await time_assignments(pairs, name, relayed_jobs, args.rate)
         cpu_jobs = server.worker_cpu_seconds()[0] - cpu_before
         direct_pairs = [
             await open_worker(http, livekit_url, API_KEY, API_SECRET, name, fake) for _ in range(args.direct)
         ]
-        direct, direct_offers = await time_assignments(direct_pairs, name, direct_jobs, args.rate)
+        direct = await time_assignments(direct_pairs, name, direct_jobs, args.rate)
         cpu_total, cpu_loop = server.worker_cpu_seconds()
         gc.enable()
         for task in updaters:
@@ -212,18 +228,18 @@ async def run(
 
         await asyncio.gather(*(close_code(ws) for ws, _ in pairs), return_exceptions=True)
         drained_after = time.perf_counter() - stopping
-    relayed_q, direct_q = quantiles_ms(relayed), quantiles_ms(direct)
-    relayed_offer_q, direct_offer_q = quantiles_ms(relayed_offers), quantiles_ms(direct_offers)
+    hops = {}
+    for hop in ("jobs", "requests", "answers", "assignments"):
+        through, alone = quantiles_ms(getattr(relayed, hop)), quantiles_ms(getattr(direct, hop))
+        added = {k: round(through[k] - alone[k], 3) for k in ("p50", "p99")}
+        hops[hop] = {"through_lkps": through, "direct": alone, "added": added}
     return {
         "connections": args.connections,
         "load_average": [round(value, 2) for value in os.getloadavg()],
         "worker_rss_kib": {"before": rss_before, "holding": rss_held},
         "kib_per_connection": round((rss_held - rss_before) / args.connections, 1),
-        "assignment_ms_through_lkps": relayed_q,
-        "assignment_ms_direct": direct_q,
-        "added_ms": {k: round(relayed_q[k] - direct_q[k], 3) for k in ("p50", "p99")},
-        "availability_request_ms_through_lkps": relayed_offer_q,
-        "availability_request_ms_direct": direct_offer_q,
+        # ms: the whole job, and each relayed hop of it, through lkps and directly; what lkps adds.
+        **hops,
         "worker_cpu_seconds": {"process": round(cpu_total, 2), "event_loop_thread": round(cpu_loop, 2)},
         # lkps's CPU while the relayed jobs ran (the workers' updates included), per job: load-independent.
         "cpu_ms_per_relayed_job": round(cpu_jobs * 1000 / len(relayed_jobs), 3),
