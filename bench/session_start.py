@@ -11,6 +11,7 @@ request, which varies far less between machines and runs than requests/s does.
     python bench/session_start.py --db sqlite --tokens 1 --tokens 5000 --duration 10
     python bench/session_start.py --db postgres --tokens 5000 --verified-token-cache-size 0
     python bench/session_start.py --db postgres --postgres-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+    python bench/session_start.py --db postgres --rate-limit-per-minute 1000000 --redis-url redis://127.0.0.1:6379/0
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def main() -> None:
         help="lkps's per-client and per-user limits (0: off, the default)",
     )
     parser.add_argument(
+        "--redis-url",
+        help="lkps's LKPS_REDIS_URL: the rate limits' budgets shared through Redis (default: in memory)",
+    )
+    parser.add_argument(
         "--verified-token-cache-size",
         type=int,
         help="lkps's verified-token cache (0: off, so every request verifies RS256; default: lkps's default)",
@@ -109,6 +114,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lkps-bench-"))
     limit = str(args.rate_limit_per_minute)
     extra_env = {"LKPS_RATE_LIMIT_PER_MINUTE": limit, "LKPS_USER_RATE_LIMIT_PER_MINUTE": limit}
+    if args.redis_url:
+        extra_env["LKPS_REDIS_URL"] = args.redis_url
     if args.verified_token_cache_size is not None:
         extra_env["LKPS_VERIFIED_TOKEN_CACHE_SIZE"] = str(args.verified_token_cache_size)
     deployment = Deployment.create(

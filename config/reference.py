@@ -152,7 +152,8 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
             Setting("LKPS_USER_RATE_LIMIT_BURST", "burst above the user's steady rate"),
             Setting(
                 "LKPS_REDIS_URL",
-                "share both rate limits across replicas (`redis://`, `rediss://`, `unix://`); if Redis "
+                "share both rate limits across replicas (`redis://`, `rediss://`, `unix://`); a busy key "
+                "is decided from the replica's copy and reconciled with Redis in the background; if Redis "
                 "fails, requests are allowed and `lkps_rate_limit_store_errors_total` counts it",
                 "none (per replica)",
             ),

@@ -7,13 +7,17 @@ requests for unknown agents, run out their own budget and never the one their co
 
 In memory by default (per replica); shared by all replicas through Redis when `LKPS_REDIS_URL` is set,
 where one Lua script does the whole check atomically against Redis's own clock, so replicas with skewed
-clocks agree. If Redis fails the request is allowed and the failure logged and counted: the limiter
-protects capacity, it is not an access control, and an outage of it must not stop every session.
+clocks agree, and each replica decides for the keys in use from its own copy, reconciled with Redis in the
+background (see `ReconciledRateLimitStore`): no round trip on the path of a session start for them. If Redis
+fails the request is allowed and the failure logged and counted: the limiter protects capacity, it is not
+an access control, and an outage of it must not stop every session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,7 +79,9 @@ class MemoryRateLimitStore:
         return None
 
 
-# KEYS[1]: the budget's key; ARGV: interval, tolerance (seconds). Returns "0" or the retry-after seconds.
+# KEYS[1]: the budget's key; ARGV: interval, tolerance (seconds). Returns the retry-after seconds ("0": the
+# request is charged) and the key's theoretical arrival time as seconds from Redis's now, both as strings
+# (a Lua number would reach the client truncated to an integer).
 _GCRA_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -83,31 +89,157 @@ local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-if tat - now > tolerance then return tostring(tat - tolerance - now) end
+if tat - now > tolerance then return {tostring(tat - tolerance - now), tostring(tat - now)} end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
-return '0'
+return {'0', tostring(new_tat - now)}
 """
 
 
-class RedisRateLimitStore:
+Charge = tuple[float, float]  # (retry_after, seconds from now to the key's theoretical arrival time)
+
+
+class SharedBudgets(Protocol):
+    async def charge(self, items: Sequence[tuple[str, Gcra]]) -> list[Charge] | None:
+        """Take one request for each (key, budget) from the budgets all replicas share, in order and in one
+        round trip: per item its retry_after (0.0: charged) and the key's theoretical arrival time as seconds
+        from now; None if the store did not answer."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class RedisBudgets:
+    """The shared budgets in Redis: one Lua script checks and charges atomically against Redis's own clock, so
+    replicas with skewed clocks agree; several charges travel as one pipeline."""
+
     def __init__(self, redis: Redis, errors: Counter, prefix: str = "lkps:rl:") -> None:
         self._redis = redis
         self._errors = errors
         self._prefix = prefix
         self._script = redis.register_script(_GCRA_SCRIPT)
 
-    async def acquire(self, key: str, gcra: Gcra) -> float:
+    async def charge(self, items: Sequence[tuple[str, Gcra]]) -> list[Charge] | None:
         try:
-            answer = await self._script(keys=[self._prefix + key], args=[gcra.interval, gcra.tolerance])
+            if len(items) == 1:
+                ((key, gcra),) = items
+                answers = [
+                    await self._script(keys=[self._prefix + key], args=[gcra.interval, gcra.tolerance])
+                ]
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                for key, gcra in items:
+                    await self._script(
+                        keys=[self._prefix + key], args=[gcra.interval, gcra.tolerance], client=pipe
+                    )
+                answers = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._errors.inc()
-            log.warning("rate_limit_store_unavailable", error=type(exc).__name__)
-            return 0.0
-        return float(answer)
+            log.warning("rate_limit_store_unavailable", error=type(exc).__name__, charges=len(items))
+            return None
+        return [(float(retry_after), float(until_tat)) for retry_after, until_tat in answers]
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+@dataclass(slots=True)
+class _Copy:
+    """A replica's copy of a key's state, on its monotonic clock."""
+
+    tat: float  # theoretical arrival time
+    synced_at: float  # when the shared store last answered for the key
+
+
+class ReconciledRateLimitStore:
+    """Decisions in microseconds from a per-replica copy of each budget, reconciled with the shared budgets.
+
+    A key this replica has no recent answer for (none within `sync_seconds`) is charged in the shared store
+    before the request is answered: one round trip, so a caller who spent their budget on another replica is
+    refused here at once. While answers keep coming, the replica decides from its copy and charges the shared
+    store in the background, every charge queued meanwhile in the same round trip; every answer brings the
+    copy up to what all replicas spent. A single replica therefore never exceeds a budget, and a caller
+    spending on several replicas at once gets at most the requests each replica admits for the key while its
+    charges are in flight; each of those is counted in `lkps_rate_limit_reconciled_over_budget_total`. At
+    most `max_pending` charges wait or travel in the background; beyond that a request waits for its own. If
+    the shared store fails, the request is allowed (see the module).
+    """
+
+    def __init__(
+        self,
+        shared: SharedBudgets,
+        clock: Clock,
+        over_budget: Counter,
+        sync_seconds: float = 1.0,
+        max_pending: int = 1024,
+    ) -> None:
+        self._shared = shared
+        self._clock = clock
+        self._over_budget = over_budget
+        self._sync_seconds = sync_seconds
+        self._max_pending = max_pending
+        self._copies: dict[str, _Copy] = {}
+        self._queued: list[tuple[str, Gcra]] = []
+        self._in_flight = 0
+        self._reconciler: asyncio.Task[None] | None = None
+
+    async def acquire(self, key: str, gcra: Gcra) -> float:
+        now = self._clock.monotonic()
+        copy = self._copies.get(key)
+        if (
+            copy is None
+            or now - copy.synced_at > self._sync_seconds
+            or len(self._queued) + self._in_flight >= self._max_pending
+        ):
+            answers = await self._shared.charge([(key, gcra)])
+            if answers is None:
+                return 0.0
+            ((retry_after, until_tat),) = answers
+            self._adopt(key, until_tat)
+            return retry_after
+        retry_after, tat = gcra.decide(copy.tat, now)
+        if retry_after:
+            return retry_after
+        copy.tat = tat
+        self._queued.append((key, gcra))
+        if self._reconciler is None or self._reconciler.done():
+            self._reconciler = asyncio.ensure_future(self._reconcile())
+        return 0.0
+
+    async def settled(self) -> None:
+        """Wait until every charge made in the background so far has its answer."""
+        while self._reconciler is not None and not self._reconciler.done():
+            await asyncio.wait({self._reconciler})
+
+    async def aclose(self) -> None:
+        await self.settled()
+        await self._shared.aclose()
+
+    async def _reconcile(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            self._in_flight = len(batch)
+            try:
+                answers = await self._shared.charge(batch)
+            finally:
+                self._in_flight = 0
+            for (key, _), (retry_after, until_tat) in zip(batch, answers or (), strict=False):
+                if retry_after:
+                    self._over_budget.inc()
+                self._adopt(key, until_tat)
+
+    def _adopt(self, key: str, until_tat: float) -> None:
+        """Bring the copy up to the shared state (never back: admissions still in flight are in the copy)."""
+        now = self._clock.monotonic()
+        copy = self._copies.get(key)
+        if copy is None:
+            if len(self._copies) >= _MAX_KEYS:
+                # A copy whose arrival time has passed carries no state the shared store lacks; drop those.
+                self._copies = {k: v for k, v in self._copies.items() if v.tat > now}
+            self._copies[key] = _Copy(now + until_tat, now)
+            return
+        copy.tat = max(copy.tat, now + until_tat)
+        copy.synced_at = now
 
 
 def retry_after_header(seconds: float) -> str:
@@ -162,5 +294,11 @@ def _store(redis_url: str | None, clock: Clock, registry: CollectorRegistry) -> 
         "Rate-limit checks that could not reach Redis (the request was allowed).",
         registry=registry,
     )
+    over_budget = Counter(
+        "lkps_rate_limit_reconciled_over_budget",
+        "Requests a replica admitted from its copy of a budget that the budget shared in Redis had no room "
+        "for (callers spending on several replicas at once, within one Redis round trip).",
+        registry=registry,
+    )
     redis = Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return RedisRateLimitStore(redis, errors)
+    return ReconciledRateLimitStore(RedisBudgets(redis, errors), clock, over_budget)

@@ -3,18 +3,22 @@ end."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from redis.asyncio import Redis
 
 from gateway.ratelimit import (
+    Charge,
     Gcra,
     MemoryRateLimitStore,
-    RedisRateLimitStore,
+    ReconciledRateLimitStore,
+    RedisBudgets,
+    SharedBudgets,
     build_rate_limits,
     retry_after_header,
 )
@@ -74,6 +78,178 @@ class TestMemory:
         assert (users_only.per_client, users_only.per_user is not None) == (None, True)
 
 
+class FakeBudgets:
+    """Shared budgets in memory on a fake clock (GCRA as Redis runs it), counting charges and answers; while
+    holding, each round trip waits until released, as behind a slow Redis."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.charges = 0
+        self.answered = 0
+        self.holding = False
+        self._held: list[asyncio.Event] = []
+        self._tat: dict[str, float] = {}
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def release(self, count: int | None = None) -> None:
+        """Let the first `count` held round trips through; all of them, and every later one, if None."""
+        released = self._held[: len(self._held) if count is None else count]
+        del self._held[: len(released)]
+        for gate in released:
+            gate.set()
+        if count is None:
+            self.holding = False
+
+    async def charge(self, items: Sequence[tuple[str, Gcra]]) -> list[Charge] | None:
+        self.charges += len(items)
+        if self.holding:
+            gate = asyncio.Event()
+            self._held.append(gate)
+            await gate.wait()
+        answers = []
+        now = self.clock.monotonic()
+        for key, gcra in items:
+            retry_after, tat = gcra.decide(self._tat.get(key, now), now)
+            if not retry_after:
+                self._tat[key] = tat
+            answers.append((retry_after, max(self._tat.get(key, now), now) - now))
+        self.answered += len(items)
+        return answers
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Let the event loop run (no time passes) until `condition` holds."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never: {what}")
+
+
+async def from_the_copy(limiter: ReconciledRateLimitStore, gcra: Gcra) -> float:
+    """The limiter's answer for "client", which must come without waiting for the shared store."""
+    decided = asyncio.ensure_future(limiter.acquire("client", gcra))
+    await asyncio.sleep(0)  # one turn of the event loop: enough for a request that awaits nothing
+    assert decided.done(), "the request waited for the shared store"
+    return decided.result()
+
+
+def reconciled(shared: SharedBudgets, clock: FakeClock, **limits: int) -> ReconciledRateLimitStore:
+    return ReconciledRateLimitStore(shared, clock, _counter(CollectorRegistry(), "over"), **limits)
+
+
+class TestReconciled:
+    async def test_a_key_in_use_is_decided_without_waiting_for_the_shared_store(self) -> None:
+        """The first request for a key waits for the shared store; while its answers are recent, the next ones
+        are answered from the replica's copy, the charge following in the background."""
+        clock = FakeClock()
+        shared = FakeBudgets(clock)
+        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=5)
+        assert await limiter.acquire("client", gcra) == 0.0
+        shared.hold()
+        assert await from_the_copy(limiter, gcra) == 0.0
+        await until(lambda: shared.charges == 2, "its charge sent in the background")
+        shared.release()
+        await limiter.settled()
+
+    async def test_a_replica_counts_its_own_admissions_before_the_shared_store_answers(self) -> None:
+        """Admissions from the copy are charged to the copy at once: with every charge still in flight, the
+        replica refuses where the budget ends."""
+        clock = FakeClock()
+        shared = FakeBudgets(clock)
+        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=1)
+        assert await limiter.acquire("client", gcra) == 0.0
+        shared.hold()
+        assert await from_the_copy(limiter, gcra) == 0.0
+        assert await from_the_copy(limiter, gcra) > 0
+        shared.release()
+        await limiter.settled()
+
+    async def test_an_answer_never_takes_back_admissions_still_in_flight(self) -> None:
+        """An answer that predates this replica's later admissions (their charges still in flight) does not
+        roll the copy back, so that part of the budget is not handed out twice."""
+        clock = FakeClock()
+        shared = FakeBudgets(clock)
+        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=2)
+        assert await limiter.acquire("client", gcra) == 0.0
+        shared.hold()
+        assert await from_the_copy(limiter, gcra) == 0.0
+        await until(lambda: shared.held == 1, "its charge on the way")
+        assert await from_the_copy(limiter, gcra) == 0.0  # charged in the next round trip
+        shared.release(1)
+        await until(lambda: shared.answered == 2, "the first charge answered")
+        assert await from_the_copy(limiter, gcra) > 0
+        shared.release()
+        await limiter.settled()
+
+    async def test_without_a_recent_answer_the_request_waits_for_the_shared_store(self) -> None:
+        """A copy whose last answer is over a second old is not trusted: the request is charged first."""
+        clock = FakeClock()
+        shared = FakeBudgets(clock)
+        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=5)
+        await limiter.acquire("client", gcra)
+        clock.advance(1.1)
+        shared.hold()
+        waiting = asyncio.ensure_future(limiter.acquire("client", gcra))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        shared.release()
+        assert await waiting == 0.0
+
+    async def test_answers_keep_a_key_in_use_decided_from_the_copy(self) -> None:
+        """Each answer renews the copy: a key used more often than once a second keeps being decided without
+        waiting for the shared store."""
+        clock = FakeClock()
+        shared = FakeBudgets(clock)
+        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=600, burst=10)
+        await limiter.acquire("client", gcra)
+        for _ in range(3):
+            clock.advance(0.6)
+            await limiter.acquire("client", gcra)
+            await limiter.settled()
+        shared.hold()
+        assert await from_the_copy(limiter, gcra) == 0.0
+        shared.release()
+        await limiter.settled()
+
+    async def test_a_refusal_is_answered_from_the_copy(self) -> None:
+        """Once the shared store refused a key, the replica refuses it from its copy, without a charge."""
+        clock = FakeClock()
+        shared = FakeBudgets(clock)
+        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=1)
+        assert [await limiter.acquire("client", gcra) for _ in range(2)] == [0.0, 0.0]
+        await limiter.settled()
+        charges = shared.charges
+        assert await from_the_copy(limiter, gcra) == pytest.approx(1.0, abs=1e-5)
+        assert await from_the_copy(limiter, gcra) > 0
+        assert shared.charges == charges
+
+    async def test_background_charges_are_bounded(self) -> None:
+        """With `max_pending` charges in flight, a request waits for its own charge instead of adding one."""
+        clock = FakeClock()
+        shared = FakeBudgets(clock)
+        limiter, gcra = reconciled(shared, clock, max_pending=2), Gcra(per_minute=600, burst=10)
+        await limiter.acquire("client", gcra)
+        shared.hold()
+        for _ in range(2):
+            assert await from_the_copy(limiter, gcra) == 0.0
+        waiting = asyncio.ensure_future(limiter.acquire("client", gcra))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        shared.release()
+        assert await waiting == 0.0
+        await limiter.settled()
+
+
 @pytest.fixture
 def redis_url() -> str:
     """The real Redis server named by LKPS_TEST_REDIS_URL (CI sets it; `scripts/test` finds a local one)."""
@@ -83,34 +259,88 @@ def redis_url() -> str:
 
 
 class TestRedis:
-    async def test_replicas_share_one_budget(self, redis_url: str) -> None:
-        """Two limiters on one Redis (two replicas) draw from the same budget for a client."""
-        registry = CollectorRegistry()
-        gcra = Gcra(per_minute=60, burst=1)
+    async def test_a_budget_spent_on_one_replica_is_refused_on_the_other_at_once(
+        self, redis_url: str
+    ) -> None:
+        """Two replicas on one Redis share a client's budget: the other replica's first request for it is
+        checked against Redis, so a budget spent elsewhere is refused there at once; other clients are not."""
         prefix = f"lkps-test:{uuid.uuid4().hex}:"
-        first = RedisRateLimitStore(Redis.from_url(redis_url), _errors(registry), prefix)
-        second = RedisRateLimitStore(Redis.from_url(redis_url), _errors(CollectorRegistry()), prefix)
+        gcra, clock = Gcra(per_minute=60, burst=1), FakeClock()
+        first = reconciled(
+            RedisBudgets(Redis.from_url(redis_url), _errors(CollectorRegistry()), prefix), clock
+        )
+        second = reconciled(
+            RedisBudgets(Redis.from_url(redis_url), _errors(CollectorRegistry()), prefix), clock
+        )
         try:
-            assert await first.acquire("client", gcra) == 0.0
-            assert await second.acquire("client", gcra) == 0.0
-            wait = await first.acquire("client", gcra)
+            assert [await first.acquire("client", gcra) for _ in range(2)] == [0.0, 0.0]
+            await first.settled()
+            wait = await second.acquire("client", gcra)
             assert 0 < wait <= 1.0
             assert await second.acquire("other-client", gcra) == 0.0
         finally:
             await first.aclose()
             await second.aclose()
 
+    async def test_replicas_spending_at_once_exceed_the_budget_by_what_their_copies_lag(
+        self, redis_url: str
+    ) -> None:
+        """Two replicas taking turns on one key admit the shared budget plus the requests their copies had not
+        yet seen the other spend (here one), count each of those, and then both refuse."""
+        prefix = f"lkps-test:{uuid.uuid4().hex}:"
+        gcra, clock = Gcra(per_minute=6, burst=3), FakeClock()  # four at once, then one per 10 s
+        registry = CollectorRegistry()
+        over = _counter(registry, "over")
+        replicas = [
+            ReconciledRateLimitStore(
+                RedisBudgets(Redis.from_url(redis_url), _errors(CollectorRegistry()), prefix), clock, over
+            )
+            for _ in range(2)
+        ]
+        try:
+            admitted = 0
+            for turn in range(8):
+                if await replicas[turn % 2].acquire("client", gcra) == 0.0:
+                    admitted += 1
+                for replica in replicas:
+                    await replica.settled()
+            assert admitted == 5
+            assert registry.get_sample_value("over_total") == 1.0
+        finally:
+            for replica in replicas:
+                await replica.aclose()
+
+    async def test_charges_in_one_round_trip_are_answered_in_order(self, redis_url: str) -> None:
+        """Several charges travel as one pipeline (the script loaded by it if Redis has forgotten it), each
+        answered as if sent alone, in order."""
+        prefix = f"lkps-test:{uuid.uuid4().hex}:"
+        budgets = RedisBudgets(Redis.from_url(redis_url), _errors(CollectorRegistry()), prefix)
+        probe = Redis.from_url(redis_url)
+        gcra = Gcra(60, 1)  # two at once, then one a second
+        try:
+            await probe.script_flush()
+            answers = await budgets.charge([("a", gcra), ("a", gcra), ("b", gcra), ("a", gcra)])
+            assert answers == [
+                (0.0, pytest.approx(1.0, abs=0.01)),
+                (0.0, pytest.approx(2.0, abs=0.01)),
+                (0.0, pytest.approx(1.0, abs=0.01)),
+                (pytest.approx(1.0, abs=0.01), pytest.approx(2.0, abs=0.01)),
+            ]
+        finally:
+            await budgets.aclose()
+            await probe.aclose()
+
     async def test_keys_expire_with_their_state(self, redis_url: str) -> None:
         """A client's key carries a TTL, so idle clients leave nothing behind in Redis."""
         prefix = f"lkps-test:{uuid.uuid4().hex}:"
-        limiter = RedisRateLimitStore(Redis.from_url(redis_url), _errors(CollectorRegistry()), prefix)
+        budgets = RedisBudgets(Redis.from_url(redis_url), _errors(CollectorRegistry()), prefix)
         probe = Redis.from_url(redis_url)
         try:
-            await limiter.acquire("client", Gcra(60, 1))
+            assert await budgets.charge([("client", Gcra(60, 1))]) == [(0.0, pytest.approx(1.0, abs=0.01))]
             ttl = await probe.pttl(prefix + "client")
             assert 0 < ttl <= 3000
         finally:
-            await limiter.aclose()
+            await budgets.aclose()
             await probe.aclose()
 
 
@@ -126,8 +356,12 @@ async def test_unreachable_redis_fails_open_and_is_counted() -> None:
     assert registry.get_sample_value("lkps_rate_limit_store_errors_total") == 1.0
 
 
+def _counter(registry: CollectorRegistry, name: str) -> Counter:
+    return Counter(name, "test", registry=registry)
+
+
 def _errors(registry: CollectorRegistry) -> Counter:
-    return Counter("lkps_rate_limit_store_errors", "test", registry=registry)
+    return _counter(registry, "lkps_rate_limit_store_errors")
 
 
 @pytest.fixture
