@@ -155,14 +155,16 @@ class ReconciledRateLimitStore:
     """Decisions in microseconds from a per-replica copy of each budget, reconciled with the shared budgets.
 
     A key this replica has no recent answer for (none within `sync_seconds`) is charged in the shared store
-    before the request is answered: one round trip, so a caller who spent their budget on another replica is
-    refused here at once. While answers keep coming, the replica decides from its copy and charges the shared
-    store in the background, every charge queued meanwhile in the same round trip; every answer brings the
-    copy up to what all replicas spent. A single replica therefore never exceeds a budget, and a caller
-    spending on several replicas at once gets at most the requests each replica admits for the key while its
-    charges are in flight; each of those is counted in `lkps_rate_limit_reconciled_over_budget_total`. At
-    most `max_pending` charges wait or travel in the background; beyond that a request waits for its own. If
-    the shared store fails, the request is allowed (see the module).
+    before the request is answered, so a caller who spent their budget on another replica is refused here at
+    once. While answers keep coming, the replica decides from its copy and charges the shared store in the
+    background; every answer brings the copy up to what all replicas spent. A single replica therefore never
+    exceeds a budget, and a caller spending on several replicas at once gets at most the requests each
+    replica admits for the key while its charges are in flight; each of those is counted in
+    `lkps_rate_limit_reconciled_over_budget_total`. Charges go to the shared store in batches, one round trip
+    each, one batch at a time: what queues while a batch travels, waited for or not, goes in the next one
+    (group commit, as for session rows). At most `max_pending` charges wait or travel in the background;
+    beyond that a request waits for its own. If the shared store fails, the request is allowed (see the
+    module).
     """
 
     def __init__(
@@ -179,35 +181,29 @@ class ReconciledRateLimitStore:
         self._sync_seconds = sync_seconds
         self._max_pending = max_pending
         self._copies: dict[str, _Copy] = {}
-        self._queued: list[tuple[str, Gcra]] = []
-        self._in_flight = 0
+        # Charges for the next batch; a future when a request waits for its answer, else None.
+        self._queued: list[tuple[str, Gcra, asyncio.Future[Charge | None] | None]] = []
+        self._background = 0  # charges queued or travelling that no request waits for
         self._reconciler: asyncio.Task[None] | None = None
 
     async def acquire(self, key: str, gcra: Gcra) -> float:
         now = self._clock.monotonic()
         copy = self._copies.get(key)
-        if (
-            copy is None
-            or now - copy.synced_at > self._sync_seconds
-            or len(self._queued) + self._in_flight >= self._max_pending
-        ):
-            answers = await self._shared.charge([(key, gcra)])
-            if answers is None:
-                return 0.0
-            ((retry_after, until_tat),) = answers
-            self._adopt(key, until_tat)
-            return retry_after
+        if copy is None or now - copy.synced_at > self._sync_seconds or self._background >= self._max_pending:
+            answer: asyncio.Future[Charge | None] = asyncio.get_running_loop().create_future()
+            self._enqueue(key, gcra, answer)
+            charged = await answer
+            return 0.0 if charged is None else charged[0]
         retry_after, tat = gcra.decide(copy.tat, now)
         if retry_after:
             return retry_after
         copy.tat = tat
-        self._queued.append((key, gcra))
-        if self._reconciler is None or self._reconciler.done():
-            self._reconciler = asyncio.ensure_future(self._reconcile())
+        self._background += 1
+        self._enqueue(key, gcra, None)
         return 0.0
 
     async def settled(self) -> None:
-        """Wait until every charge made in the background so far has its answer."""
+        """Wait until every charge queued so far has its answer."""
         while self._reconciler is not None and not self._reconciler.done():
             await asyncio.wait({self._reconciler})
 
@@ -215,18 +211,28 @@ class ReconciledRateLimitStore:
         await self.settled()
         await self._shared.aclose()
 
+    def _enqueue(self, key: str, gcra: Gcra, answer: asyncio.Future[Charge | None] | None) -> None:
+        self._queued.append((key, gcra, answer))
+        if self._reconciler is None or self._reconciler.done():
+            self._reconciler = asyncio.ensure_future(self._reconcile())
+
     async def _reconcile(self) -> None:
         while self._queued:
             batch, self._queued = self._queued, []
-            self._in_flight = len(batch)
+            answers: list[Charge] | None = None
             try:
-                answers = await self._shared.charge(batch)
+                answers = await self._shared.charge([(key, gcra) for key, gcra, _ in batch])
             finally:
-                self._in_flight = 0
-            for (key, _), (retry_after, until_tat) in zip(batch, answers or (), strict=False):
-                if retry_after:
-                    self._over_budget.inc()
-                self._adopt(key, until_tat)
+                for index, (key, _, waiting) in enumerate(batch):
+                    charged = answers[index] if answers is not None else None
+                    if charged is not None:
+                        self._adopt(key, charged[1])
+                    if waiting is None:
+                        self._background -= 1
+                        if charged is not None and charged[0]:
+                            self._over_budget.inc()
+                    elif not waiting.done():
+                        waiting.set_result(charged)
 
     def _adopt(self, key: str, until_tat: float) -> None:
         """Bring the copy up to the shared state (never back: admissions still in flight are in the copy)."""

@@ -84,6 +84,7 @@ class FakeBudgets:
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
+        self.round_trips = 0
         self.charges = 0
         self.answered = 0
         self.holding = False
@@ -107,6 +108,7 @@ class FakeBudgets:
             self.holding = False
 
     async def charge(self, items: Sequence[tuple[str, Gcra]]) -> list[Charge] | None:
+        self.round_trips += 1
         self.charges += len(items)
         if self.holding:
             gate = asyncio.Event()
@@ -147,13 +149,18 @@ def reconciled(shared: SharedBudgets, clock: FakeClock, **limits: int) -> Reconc
     return ReconciledRateLimitStore(shared, clock, _counter(CollectorRegistry(), "over"), **limits)
 
 
+def replica(**limits: int) -> tuple[FakeBudgets, ReconciledRateLimitStore]:
+    """A replica's limiter over fake shared budgets, both on one fake clock (`shared.clock`)."""
+    shared = FakeBudgets(FakeClock())
+    return shared, reconciled(shared, shared.clock, **limits)
+
+
 class TestReconciled:
     async def test_a_key_in_use_is_decided_without_waiting_for_the_shared_store(self) -> None:
         """The first request for a key waits for the shared store; while its answers are recent, the next ones
         are answered from the replica's copy, the charge following in the background."""
-        clock = FakeClock()
-        shared = FakeBudgets(clock)
-        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=5)
+        shared, limiter = replica()
+        gcra = Gcra(per_minute=60, burst=5)
         assert await limiter.acquire("client", gcra) == 0.0
         shared.hold()
         assert await from_the_copy(limiter, gcra) == 0.0
@@ -164,9 +171,8 @@ class TestReconciled:
     async def test_a_replica_counts_its_own_admissions_before_the_shared_store_answers(self) -> None:
         """Admissions from the copy are charged to the copy at once: with every charge still in flight, the
         replica refuses where the budget ends."""
-        clock = FakeClock()
-        shared = FakeBudgets(clock)
-        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=1)
+        shared, limiter = replica()
+        gcra = Gcra(per_minute=60, burst=1)
         assert await limiter.acquire("client", gcra) == 0.0
         shared.hold()
         assert await from_the_copy(limiter, gcra) == 0.0
@@ -177,9 +183,8 @@ class TestReconciled:
     async def test_an_answer_never_takes_back_admissions_still_in_flight(self) -> None:
         """An answer that predates this replica's later admissions (their charges still in flight) does not
         roll the copy back, so that part of the budget is not handed out twice."""
-        clock = FakeClock()
-        shared = FakeBudgets(clock)
-        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=2)
+        shared, limiter = replica()
+        gcra = Gcra(per_minute=60, burst=2)
         assert await limiter.acquire("client", gcra) == 0.0
         shared.hold()
         assert await from_the_copy(limiter, gcra) == 0.0
@@ -193,11 +198,10 @@ class TestReconciled:
 
     async def test_without_a_recent_answer_the_request_waits_for_the_shared_store(self) -> None:
         """A copy whose last answer is over a second old is not trusted: the request is charged first."""
-        clock = FakeClock()
-        shared = FakeBudgets(clock)
-        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=5)
+        shared, limiter = replica()
+        gcra = Gcra(per_minute=60, burst=5)
         await limiter.acquire("client", gcra)
-        clock.advance(1.1)
+        shared.clock.advance(1.1)
         shared.hold()
         waiting = asyncio.ensure_future(limiter.acquire("client", gcra))
         await asyncio.sleep(0)
@@ -208,12 +212,11 @@ class TestReconciled:
     async def test_answers_keep_a_key_in_use_decided_from_the_copy(self) -> None:
         """Each answer renews the copy: a key used more often than once a second keeps being decided without
         waiting for the shared store."""
-        clock = FakeClock()
-        shared = FakeBudgets(clock)
-        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=600, burst=10)
+        shared, limiter = replica()
+        gcra = Gcra(per_minute=600, burst=10)
         await limiter.acquire("client", gcra)
         for _ in range(3):
-            clock.advance(0.6)
+            shared.clock.advance(0.6)
             await limiter.acquire("client", gcra)
             await limiter.settled()
         shared.hold()
@@ -223,9 +226,8 @@ class TestReconciled:
 
     async def test_a_refusal_is_answered_from_the_copy(self) -> None:
         """Once the shared store refused a key, the replica refuses it from its copy, without a charge."""
-        clock = FakeClock()
-        shared = FakeBudgets(clock)
-        limiter, gcra = reconciled(shared, clock), Gcra(per_minute=60, burst=1)
+        shared, limiter = replica()
+        gcra = Gcra(per_minute=60, burst=1)
         assert [await limiter.acquire("client", gcra) for _ in range(2)] == [0.0, 0.0]
         await limiter.settled()
         charges = shared.charges
@@ -233,11 +235,27 @@ class TestReconciled:
         assert await from_the_copy(limiter, gcra) > 0
         assert shared.charges == charges
 
+    async def test_requests_waiting_at_once_share_one_round_trip(self) -> None:
+        """Charges queued while a round trip travels go together in the next one, waited for or not, and each
+        request gets its own answer."""
+        shared, limiter = replica()
+        gcra = Gcra(per_minute=60, burst=0)
+        await limiter.acquire("busy", gcra)
+        shared.hold()
+        first = asyncio.ensure_future(limiter.acquire("first", gcra))
+        await until(lambda: shared.held == 1, "the first round trip travelling")
+        waiting = [asyncio.ensure_future(limiter.acquire(key, gcra)) for key in ("a", "b", "a")]
+        await asyncio.sleep(0)
+        shared.release()
+        assert await first == 0.0
+        assert [await answer for answer in waiting] == [0.0, 0.0, pytest.approx(1.0, abs=1e-5)]
+        assert (shared.round_trips, shared.charges) == (3, 5)
+
     async def test_background_charges_are_bounded(self) -> None:
-        """With `max_pending` charges in flight, a request waits for its own charge instead of adding one."""
-        clock = FakeClock()
-        shared = FakeBudgets(clock)
-        limiter, gcra = reconciled(shared, clock, max_pending=2), Gcra(per_minute=600, burst=10)
+        """With `max_pending` charges in the background, a request waits for its own charge instead of adding
+        one; once they are answered, requests are decided from the copy again."""
+        shared, limiter = replica(max_pending=2)
+        gcra = Gcra(per_minute=600, burst=10)
         await limiter.acquire("client", gcra)
         shared.hold()
         for _ in range(2):
@@ -247,6 +265,8 @@ class TestReconciled:
         assert not waiting.done()
         shared.release()
         assert await waiting == 0.0
+        await limiter.settled()
+        assert await from_the_copy(limiter, gcra) == 0.0  # answered charges no longer count
         await limiter.settled()
 
 
