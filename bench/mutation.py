@@ -51,7 +51,12 @@ _PERSISTENCE_TESTS = (
     "tests/gateway/test_ended_stays_ended.py",
     "tests/relay/test_relay_protocol.py",
 )
-_RELAY_TESTS = ("tests/relay/test_relay_protocol.py", "tests/gateway/test_agent_register.py")
+_RELAY_TESTS = (
+    "tests/relay/test_relay_protocol.py",
+    "tests/relay/test_credentials.py",
+    "tests/relay/test_frames.py",
+    "tests/gateway/test_agent_register.py",
+)
 
 # The modules in scope, each with the fast tests that guard it.
 TESTS: dict[str, tuple[str, ...]] = {

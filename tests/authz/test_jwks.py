@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator
 
@@ -94,6 +95,33 @@ class TestLoading:
         )
         await cache.start()
         assert cache.expected_issuer == fake.issuer_v2
+
+    @pytest.mark.parametrize("issuer", [None, "", 42])
+    async def test_a_discovery_document_without_an_issuer_is_refused(
+        self, cache: JwksCache, fake: FakeEntra, issuer: object
+    ) -> None:
+        """A discovery document whose issuer is missing, empty or not a string loads nothing: there would be
+        no issuer to hold tokens to."""
+        document = {"jwks_uri": f"{fake.authority}{fake.jwks_path_v2}"}
+        if issuer is not None:
+            document["issuer"] = issuer  # type: ignore[assignment]
+        fake.override("discovery", FakeResponse.json(200, document))
+        with pytest.raises(AuthUnavailable, match="no issuer"):
+            await cache.start()
+        assert not cache.ready
+
+    async def test_a_document_of_exactly_the_size_limit_is_read(
+        self, cache: JwksCache, fake: FakeEntra
+    ) -> None:
+        """The size limit is inclusive: a JWKS document of exactly MAX_DOCUMENT_BYTES bytes loads."""
+        jwks = {"keys": [public_jwk(rsa_key("primary"), kid=fake.signing_kid)], "padding": ""}
+        room = MAX_DOCUMENT_BYTES - len(json.dumps(jwks).encode())
+        jwks["padding"] = "x" * room
+        body = json.dumps(jwks).encode()
+        assert len(body) == MAX_DOCUMENT_BYTES
+        fake.override("jwks", FakeResponse(200, body))
+        await cache.start()
+        assert cache.ready
 
     async def test_no_keys_at_start_means_not_ready(self, cache: JwksCache, fake: FakeEntra) -> None:
         """When the first load fails, start() raises AuthUnavailable and the cache is not ready."""

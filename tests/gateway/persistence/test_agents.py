@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import event, select, text, update
@@ -165,6 +166,21 @@ class TestRevocation:
             await registry.register(_new(), expires_at=int(clock.now()) + 3600)
         async with engine.connect() as conn:
             assert (await conn.execute(select(agent_registrations))).all() == []
+
+    async def test_why_a_key_is_out_of_force_is_about_that_key(self, engine: AsyncEngine) -> None:
+        """A key that ran out is `expired` even while another agent is revoked; a revoked agent's key is
+        `revoked` (the reason a relayed worker is closed with)."""
+        clock = FakeClock()
+        registry = AgentRegistry(engine, clock, cache_ttl_seconds=0)
+        workers = WorkerStore(engine, clock)
+        other = replace(_new(), agent_app_id="0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f")
+        ran_out = await registry.register(_new(), expires_at=int(clock.now()) + 60)
+        revoked = await registry.register(other, expires_at=int(clock.now()) + 3600)
+        async with engine.begin() as conn:
+            await insert_revocation(conn, other.agent_app_id)
+        clock.advance(61)
+        assert await workers.why_not_in_force(ran_out.worker_key_id) == "expired"
+        assert await workers.why_not_in_force(revoked.worker_key_id) == "revoked"
 
     async def test_a_registration_that_raced_the_revocation_does_not_connect(
         self, engine: AsyncEngine
