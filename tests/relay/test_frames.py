@@ -15,6 +15,10 @@ from hypothesis import strategies as st
 from livekit.protocol import agent
 
 from gateway.relay.frames import (
+    MAX_ATTRIBUTE_KEY_CHARS,
+    MAX_ATTRIBUTES,
+    MAX_ATTRIBUTES_BYTES,
+    MAX_METADATA_BYTES,
     PRODUCT_PERMISSIONS,
     SERVER_KINDS,
     WORKER_KINDS,
@@ -313,11 +317,15 @@ def test_only_the_allow_list_passes_and_allowed_messages_arrive_unchanged(steps:
     asyncio.run(_run([frame for step in steps for frame in step]))
 
 
-def test_a_worker_answer_for_its_own_job_is_rewritten() -> None:
-    """An acceptance of an offered job reaches LiveKit with identity `agent-<job id>`, no `lkps.*`
-    attribute, the name cleaned, metadata and the other attributes as sent."""
+def _answer_own_job(
+    identity: str = "",
+    name: str = "",
+    metadata: str = "",
+    attributes: dict[str, str] | None = None,
+) -> Outcome:
+    """What the policy makes of a worker accepting a job of its agent's own session with this answer."""
 
-    async def scenario() -> agent.AvailabilityResponse:
+    async def scenario() -> Outcome:
         policy = ConnectionPolicy(AGENT, PUBLIC_URL, _owner_lookup)
         offer = agent.ServerMessage()
         offer.availability.job.id = "AJ_own"
@@ -327,19 +335,61 @@ def test_a_worker_answer_for_its_own_job_is_rewritten() -> None:
         answer = agent.WorkerMessage()
         answer.availability.job_id = "AJ_own"
         answer.availability.available = True
-        answer.availability.participant_identity = "ADA0001"
-        answer.availability.participant_name = " Helper\u202e\u200b bot "
-        answer.availability.participant_metadata = '{"v": 1}'
-        answer.availability.participant_attributes.update({"lkps.role": "admin", "mine": "yes"})
-        forwarded = policy.from_worker(answer.SerializeToString()).forward
-        assert forwarded is not None
-        return agent.WorkerMessage.FromString(forwarded).availability
+        answer.availability.participant_identity = identity
+        answer.availability.participant_name = name
+        answer.availability.participant_metadata = metadata
+        answer.availability.participant_attributes.update(attributes or {})
+        return policy.from_worker(answer.SerializeToString())
 
-    sent = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_a_worker_answer_for_its_own_job_is_rewritten() -> None:
+    """An acceptance of an offered job reaches LiveKit with identity `agent-<job id>`, no `lkps.*`
+    attribute, the name cleaned, metadata and the other attributes as sent."""
+    outcome = _answer_own_job(
+        "ADA0001", " Helper\u202e\u200b bot ", '{"v": 1}', {"lkps.role": "admin", "mine": "yes"}
+    )
+    assert outcome.forward is not None
+    sent = agent.WorkerMessage.FromString(outcome.forward).availability
     assert sent.participant_identity == "agent-AJ_own"
     assert sent.participant_name == "Helper bot"
     assert dict(sent.participant_attributes) == {"mine": "yes"}
     assert sent.participant_metadata == '{"v": 1}'
+
+
+@pytest.mark.parametrize(
+    ("metadata", "attributes", "within"),
+    [
+        ("x" * MAX_METADATA_BYTES, {}, True),
+        ("x" * (MAX_METADATA_BYTES + 1), {}, False),
+        ("", {f"k{i}": "" for i in range(MAX_ATTRIBUTES)}, True),
+        ("", {f"k{i}": "" for i in range(MAX_ATTRIBUTES + 1)}, False),
+        ("", {"k" * MAX_ATTRIBUTE_KEY_CHARS: ""}, True),
+        ("", {"k" * (MAX_ATTRIBUTE_KEY_CHARS + 1): ""}, False),
+        ("", {"a": "v" * (MAX_ATTRIBUTES_BYTES - 1)}, True),
+        ("", {"a": "v" * MAX_ATTRIBUTES_BYTES}, False),
+    ],
+    ids=[
+        "metadata-at-limit",
+        "metadata-over",
+        "attributes-at-limit",
+        "attributes-over",
+        "key-at-limit",
+        "key-over",
+        "attribute-bytes-at-limit",
+        "attribute-bytes-over",
+    ],
+)
+def test_an_answer_is_bounded_at_exactly_its_limits(
+    metadata: str, attributes: dict[str, str], within: bool
+) -> None:
+    """Metadata, the number of attributes, a key's length and the attributes' bytes may reach their limits;
+    one over declines the job towards LiveKit as an `oversized_answer`."""
+    outcome = _answer_own_job(metadata=metadata, attributes=attributes)
+    assert outcome.forward is not None
+    sent = agent.WorkerMessage.FromString(outcome.forward).availability
+    assert (sent.available, outcome.event) == ((True, None) if within else (False, "oversized_answer"))
 
 
 @pytest.mark.parametrize(
