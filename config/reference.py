@@ -154,7 +154,9 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "LKPS_REDIS_URL",
                 "share both rate limits across replicas (`redis://`, `rediss://`, `unix://`); a busy key "
                 "is decided from the replica's copy and reconciled with Redis in the background; if Redis "
-                "fails, requests are allowed and `lkps_rate_limit_store_errors_total` counts it",
+                "fails, requests are allowed and `lkps_rate_limit_store_errors_total` counts it. Also "
+                "carries each replica's agent registry changes to the others (a revocation is seen "
+                "everywhere at once, not within LKPS_AGENT_CACHE_TTL_SECONDS)",
                 "none (per replica)",
             ),
         ),
@@ -168,8 +170,8 @@ SECTIONS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
             ),
             Setting(
                 "LKPS_AGENT_CACHE_TTL_SECONDS",
-                'how long a replica caches "agent X is connected" (bounds how late another replica\'s '
-                "revocation is seen)",
+                'how long a replica caches "agent X is connected": the bound on how late another replica\'s '
+                "revocation is seen without Redis, or when its announcement through Redis is lost",
             ),
             Setting(
                 "LKPS_PUBLIC_URL",

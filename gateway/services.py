@@ -19,6 +19,7 @@ from authz.jwks import build_http_client
 from authz.policy import CallerPolicy
 from authz.preauth import build_preauthorizer
 from config import Settings
+from gateway.agent_changes import RedisAgentChanges
 from gateway.background import cancel
 from gateway.livekit_rooms import AgentDispatcher, LiveKitRooms, RoomControl, server_api_url
 from gateway.livekit_tokens import LiveKitMinter
@@ -89,6 +90,7 @@ class Services:
     presence: WorkerPresence
     supervisor: SessionSupervisor
     worker_events: RelayedWorkerEvents
+    agent_changes: RedisAgentChanges | None = None
     draining: bool = False
     _owned: list[Any] = field(default_factory=list)
     database_status: CachedDatabaseStatus = field(init=False)
@@ -97,11 +99,15 @@ class Services:
         self.database_status = CachedDatabaseStatus(self.engine, self.clock)
 
     _presence_loop: asyncio.Task[None] | None = None
+    _changes_loop: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the loops that run beside requests: presence refresh and the session supervisor."""
+        """Start the loops that run beside requests: presence refresh, the session supervisor and, with
+        Redis, the other replicas' registry changes."""
         if self._presence_loop is None:
             self._presence_loop = asyncio.ensure_future(self.presence.run())
+        if self.agent_changes is not None and self._changes_loop is None:
+            self._changes_loop = asyncio.ensure_future(self.agent_changes.run(self.registry.forget))
         self.supervisor.start()
 
     async def aclose(self) -> None:
@@ -110,6 +116,7 @@ class Services:
         await self.relay.aclose()
         await self.worker_events.aclose()
         await cancel(self._presence_loop)
+        await cancel(self._changes_loop)
         await self.presence.aclose()
         await self.writer.aclose()
         await self.validator.aclose()
@@ -154,7 +161,11 @@ def build_services(
     limits = build_rate_limits(settings, clock, metrics.registry)
     if limits is not None:
         owned.append(limits.aclose)
-    registry = AgentRegistry(engine, clock, settings.agent_cache_ttl_seconds)
+    changes = None
+    if settings.redis_url is not None:
+        changes = RedisAgentChanges.from_url(settings.redis_url, metrics.registry)
+        owned.append(changes.aclose)
+    registry = AgentRegistry(engine, clock, settings.agent_cache_ttl_seconds, changes)
     writer = SessionWriter(engine, metrics, settings.session_batch_max)
     minter = LiveKitMinter(settings.livekit_api_key, settings.livekit_api_secret, clock)
     livekit = LiveKitRooms(
@@ -244,6 +255,7 @@ def build_services(
         presence=worker_presence,
         supervisor=supervisor,
         worker_events=worker_events,
+        agent_changes=changes,
         _owned=owned,
     )
 

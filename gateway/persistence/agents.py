@@ -2,8 +2,10 @@
 agent that an administrator has not revoked.
 
 Session start asks `active()` on every request, so answers are cached for `agent_cache_ttl_seconds`
-(default 1 s, the bound on how late another replica's revocation is seen). This replica's own
-registrations invalidate the entry at once. Concurrent misses for one agent share one query.
+(default 1 s, the bound on how late another replica's revocation is seen). A change on this replica
+(registration, revocation, unrevocation) drops the entry at once and, with Redis, is announced to the other
+replicas, which drop theirs as soon as the announcement arrives (gateway.agent_changes). Concurrent misses
+for one agent share one query; an answer read while the agent changed is not cached.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy import ColumnElement, exists, func, insert, literal, select, upd
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from authz.clock import Clock, utc_now
+from gateway.agent_changes import AgentChanges
 from gateway.persistence.tables import agent_registrations as t
 from gateway.persistence.tables import agent_revocations
 from gateway.relay.credentials import new_key_id
@@ -70,12 +73,21 @@ class Registration:
 
 
 class AgentRegistry:
-    def __init__(self, engine: AsyncEngine, clock: Clock, cache_ttl_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        cache_ttl_seconds: float = 1.0,
+        changes: AgentChanges | None = None,
+    ) -> None:
         self._engine = engine
         self._clock = clock
         self._ttl = cache_ttl_seconds
+        self._changes = changes
         self._cache: dict[str, tuple[float, ActiveAgent | None]] = {}
         self._inflight: dict[str, asyncio.Future[ActiveAgent | None]] = {}
+        # Counts every forgetting: a read that ran across one may be older than the change it forgot.
+        self._forgotten = 0
 
     async def active(self, agent_app_id: str) -> ActiveAgent | None:
         """The registration in force for this agent (the most recent active one), or None."""
@@ -89,6 +101,7 @@ class AgentRegistry:
             return await asyncio.shield(pending)
         future: asyncio.Future[ActiveAgent | None] = asyncio.get_running_loop().create_future()
         self._inflight[agent_app_id] = future
+        forgotten = self._forgotten
         try:
             agent = await self._load(agent_app_id)
         except BaseException as exc:
@@ -96,8 +109,11 @@ class AgentRegistry:
             future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
             raise
         finally:
-            del self._inflight[agent_app_id]
+            if self._inflight.get(agent_app_id) is future:
+                del self._inflight[agent_app_id]
         future.set_result(agent)
+        if forgotten != self._forgotten:
+            return agent  # answers its own waiters, who asked before the change, but is not kept
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
         self._cache[agent_app_id] = (self._clock.monotonic() + self._ttl, agent)
@@ -123,7 +139,21 @@ class AgentRegistry:
         return ActiveAgent(agent_app_id, row.enforce_client_authz, row.expires_at)
 
     def invalidate(self, agent_app_id: str) -> None:
-        self._cache.pop(agent_app_id, None)
+        """This replica changed the agent's registry rows (committed): forget it here, tell the others."""
+        self.forget(agent_app_id)
+        if self._changes is not None:
+            self._changes.announce(agent_app_id)
+
+    def forget(self, agent_app_id: str | None) -> None:
+        """Drop the cached answer for this agent, or for every agent (None); a read in flight answers only
+        those who asked before, and whoever asks next reads anew."""
+        self._forgotten += 1
+        if agent_app_id is None:
+            self._cache.clear()
+            self._inflight.clear()
+        else:
+            self._cache.pop(agent_app_id, None)
+            self._inflight.pop(agent_app_id, None)
 
     async def revoked(self, agent_app_id: str) -> bool:
         """Whether an administrator has revoked this agent (checked before an agent token is minted)."""

@@ -178,7 +178,8 @@ async def end_any_session(request: _Request, room_name: _RoomName) -> SessionEnd
     status_code=200,
     operation_id="adminRevokeAgent",
     summary="Revoke an agent",
-    description="At once on this replica, within LKPS_AGENT_CACHE_TTL_SECONDS on the others: the agent "
+    description="At once on this replica; on the others as soon as the change announced through Redis "
+    "arrives (with LKPS_REDIS_URL), at the latest within LKPS_AGENT_CACHE_TTL_SECONDS: the agent "
     "cannot register (403 agent_revoked) and session starts to it answer 404 agent_not_connected. Its "
     "unexpired registrations are marked revoked. Revoking again updates the reason. Open sessions go on "
     "unless `end_sessions` is true: then each one's room is deleted within 5 s (by whichever replica "

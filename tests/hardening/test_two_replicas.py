@@ -1,6 +1,7 @@
 """Two replicas: two real `lkps serve` processes on one PostgreSQL database and one Redis, as the Helm chart
 runs them. A user's rate limit is one budget across both, and an agent revoked through one replica is
-refused by the other within LKPS_AGENT_CACHE_TTL_SECONDS."""
+refused by the other as soon as the change announced through Redis arrives, long before
+LKPS_AGENT_CACHE_TTL_SECONDS."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from bench.harness import Deployment, Server
 from tests.support.db import POSTGRES_SERVER
 
 REDIS_URL = os.environ.get("LKPS_TEST_REDIS_URL")
-AGENT_CACHE_TTL_SECONDS = 1
+AGENT_CACHE_TTL_SECONDS = 60  # the longest allowed: only the announcement can explain a prompt refusal
+ANNOUNCED_WITHIN_SECONDS = 5
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -71,7 +73,7 @@ def test_a_users_rate_limit_is_one_budget_across_replicas(
 
 def test_a_revocation_on_one_replica_reaches_the_other(replicas: tuple[Deployment, Server, Server]) -> None:
     """Revoked through the first replica's admin API: the first refuses at once, the second (whose cache
-    said "connected") within the agent cache TTL, and registration is refused on both."""
+    said "connected" for another minute) within moments, and registration is refused on both."""
     deployment, first, second = replicas
     assert start(deployment, second, f"warm-{uuid.uuid4().hex[:8]}").status_code == 200
     operator = deployment.state.app_token(deployment.issuer.authority, deployment.state.client(DEMO_OPERATOR))
@@ -86,7 +88,7 @@ def test_a_revocation_on_one_replica_reaches_the_other(replicas: tuple[Deploymen
     assert start(deployment, first, f"after-{uuid.uuid4().hex[:8]}").status_code == 404
 
     statuses = []
-    while time.monotonic() - revoked_at < AGENT_CACHE_TTL_SECONDS + 2:
+    while time.monotonic() - revoked_at < ANNOUNCED_WITHIN_SECONDS:
         statuses.append(start(deployment, second, f"poll-{uuid.uuid4().hex[:8]}").status_code)
         if statuses[-1] == 404:
             break

@@ -1,4 +1,5 @@
-"""The agent registry: what counts as connected, the short cache, and single-flight lookups."""
+"""The agent registry: what counts as connected, the short cache, changes that drop it, and single-flight
+lookups."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy import event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authz.caller import CallerKind
-from gateway.persistence.agents import AgentRegistry, AgentRevoked, NewRegistration
+from gateway.persistence.agents import ActiveAgent, AgentRegistry, AgentRevoked, NewRegistration
 from gateway.persistence.audit import AdminAction
 from gateway.persistence.db import create_engine
 from gateway.persistence.revocations import AgentRevocations
@@ -149,6 +150,81 @@ class TestCache:
         results = await asyncio.gather(*(registry.active(AGENT) for _ in range(20)))
         assert all(result is not None for result in results)
         assert len(selects) == 1
+
+
+class _Announcements:
+    """The registry's `AgentChanges` seam, recording what this replica announced."""
+
+    def __init__(self) -> None:
+        self.announced: list[str] = []
+
+    def announce(self, agent_app_id: str) -> None:
+        self.announced.append(agent_app_id)
+
+
+class _HeldReads(AgentRegistry):
+    """A registry whose first read of the database is held, after it read, until `release` is set."""
+
+    def __init__(self, engine: AsyncEngine, clock: FakeClock) -> None:
+        super().__init__(engine, clock, cache_ttl_seconds=600)
+        self.reads = 0
+        self.read_done = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _load(self, agent_app_id: str) -> ActiveAgent | None:
+        self.reads += 1
+        answer = await super()._load(agent_app_id)
+        if self.reads == 1:
+            self.read_done.set()
+            await self.release.wait()
+        return answer
+
+
+async def _revoke(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await insert_revocation(conn, AGENT)
+
+
+class TestChanges:
+    async def test_changes_on_this_replica_are_announced(self, engine: AsyncEngine) -> None:
+        """A registration, and each change an administrator makes (`invalidate`), is announced."""
+        clock, announcements = FakeClock(), _Announcements()
+        registry = AgentRegistry(engine, clock, cache_ttl_seconds=600, changes=announcements)
+        await registry.register(_new(), expires_at=int(clock.now()) + 60)
+        registry.invalidate(AGENT)
+        assert announcements.announced == [AGENT, AGENT]
+
+    @pytest.mark.parametrize("forgotten", [AGENT, None], ids=["the-agent", "everything"])
+    async def test_a_forgotten_answer_is_read_again(self, engine: AsyncEngine, forgotten: str | None) -> None:
+        """A cached "connected" outlives a revocation committed elsewhere until the agent (or the whole
+        cache) is forgotten, then the next lookup reads the revocation; forgetting announces nothing."""
+        clock, announcements = FakeClock(), _Announcements()
+        registry = AgentRegistry(engine, clock, cache_ttl_seconds=600, changes=announcements)
+        await registry.register(_new(), expires_at=int(clock.now()) + 60)
+        assert await registry.active(AGENT) is not None
+        await _revoke(engine)
+        assert await registry.active(AGENT) is not None  # the cache, within its TTL
+        registry.forget(forgotten)
+        assert await registry.active(AGENT) is None
+        assert announcements.announced == [AGENT]  # the registration's only
+
+    async def test_a_read_in_flight_across_a_change_answers_only_who_asked_before(
+        self, engine: AsyncEngine
+    ) -> None:
+        """A lookup that read "connected" before a revocation answers its own callers, but is not cached,
+        and a lookup that starts after the change reads anew instead of joining it."""
+        clock = FakeClock()
+        registry = _HeldReads(engine, clock)
+        await registry.register(_new(), expires_at=int(clock.now()) + 60)
+        before = asyncio.ensure_future(registry.active(AGENT))
+        await registry.read_done.wait()
+        await _revoke(engine)
+        registry.forget(AGENT)
+        assert await asyncio.wait_for(registry.active(AGENT), timeout=10) is None  # not the held read
+        registry.release.set()
+        assert await before is not None
+        assert await registry.active(AGENT) is None
+        assert registry.reads == 2
 
 
 class TestRevocation:
