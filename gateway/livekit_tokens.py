@@ -1,7 +1,7 @@
 """LiveKit access tokens, minted with explicit claims only.
 
 The JWT is built directly (precomputed header, msgspec payload, HMAC-SHA256) instead of through
-`livekit.api.AccessToken`: the builder costs ~220 µs per token, this ~10 µs. The tests decode every
+`livekit.api.AccessToken`: the builder costs ~220 µs per token, this under 10 µs. The tests decode every
 token with both official verifiers (Python `livekit-api`, Node `livekit-server-sdk`) and compare it claim
 by claim with what `livekit-api` itself produces, so the claim names cannot drift from LiveKit's.
 """
@@ -9,6 +9,7 @@ by claim with what `livekit-api` itself produces, so the claim names cannot drif
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,8 @@ class MintedToken:
 class LiveKitMinter:
     def __init__(self, api_key: str, api_secret: str, clock: Clock) -> None:
         self._api_key = api_key
-        self._secret = api_secret.encode()
+        # Keyed once: each token copies this state instead of deriving the HMAC key pads again.
+        self._mac = hmac.new(api_secret.encode(), digestmod=hashlib.sha256)
         self._clock = clock
 
     def _sign(self, claims: dict[str, Any], ttl_seconds: int) -> MintedToken:
@@ -43,7 +45,9 @@ class LiveKitMinter:
         claims["nbf"] = now
         claims["exp"] = now + ttl_seconds
         signing_input = _HEADER + b"." + base64.urlsafe_b64encode(_encode(claims)).rstrip(b"=")
-        signature = hmac.digest(self._secret, signing_input, "sha256")
+        mac = self._mac.copy()
+        mac.update(signing_input)
+        signature = mac.digest()
         token = signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")
         return MintedToken(jwt=token.decode("ascii"), expires_at=claims["exp"])
 

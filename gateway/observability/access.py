@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from litestar.enums import ScopeType
 
 from gateway.errors import encode_error
 from gateway.observability.context import RequestContext, attach_context, client_request_id, mint_request_id
+from gateway.observability.logging import DirectInfo
 
 if TYPE_CHECKING:
     from litestar.types import (
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from gateway.observability.metrics import Metrics
 
-log = structlog.get_logger("lkps.access")
+_log_line = DirectInfo()
 # Probes and scrapes would drown the access log; their metrics are still counted.
 _QUIET_PATHS = frozenset({"/api/health/live", "/api/health/ready", "/metrics"})
 # RFC 9110's methods. Any other is answered 501 here, before routing, and counted as "other": a metric
@@ -98,16 +98,18 @@ class AccessLayer:
         if route in _QUIET_PATHS and status < 500:
             return
         outcomes.inc()
-        log.info(
-            "request",
-            request_id=ctx.request_id,
-            method=method,
-            route=route,
-            status=status,
-            duration_ms=round(elapsed * 1000, 3),
-            outcome=ctx.outcome,
-            reason=ctx.reason,
-            **ctx.fields,
+        _log_line(
+            {
+                "request_id": ctx.request_id,
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "outcome": ctx.outcome,
+                "reason": ctx.reason,
+                **ctx.fields,
+                "event": "request",
+            }
         )
 
 

@@ -9,7 +9,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+import time
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AnyStr, Generic
 from urllib.parse import unquote, urlsplit
@@ -90,6 +91,61 @@ def escape_console_values(_: Any, __: str, event_dict: MutableMapping[str, Any])
         else:
             event_dict[key] = _EscapedRepr(value)
     return event_dict
+
+
+class Timestamp:
+    """`timestamp` in UTC as structlog's `TimeStamper(fmt="iso", utc=True)` writes it
+    (`2026-01-02T03:04:05.678901Z`, no fraction at a whole second), formatting the date and time once per
+    second instead of building a `datetime` for every line."""
+
+    __slots__ = ("_now", "_prefix", "_second")
+
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        self._now = now
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        now = self._now()
+        second = int(now)
+        micros = round((now - second) * 1_000_000)  # rounded as `datetime.fromtimestamp` rounds
+        if micros == 1_000_000:
+            second, micros = second + 1, 0
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["timestamp"] = f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
+        return event_dict
+
+
+class DirectInfo:
+    """Writes an info event from a whole dict through structlog's configured processors and logger, without
+    a bound logger's work per call (the lazy proxy, keyword arguments packed three times, the context copy),
+    about a third of an access line. The configuration is read on every call, so the line is the one
+    `log.info(**event)` would write, in either format and under `structlog.testing.capture_logs`."""
+
+    __slots__ = ("_factory", "_logger")
+
+    def __init__(self) -> None:
+        self._factory: Any = None
+        self._logger: Any = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        config = structlog.get_config()
+        if not config["wrapper_class"].is_enabled_for(None, logging.INFO):
+            return
+        factory = config["logger_factory"]
+        if factory is not self._factory:
+            self._factory, self._logger = factory, factory()
+        try:
+            for processor in config["processors"]:
+                event = processor(self._logger, "info", event)
+        except structlog.DropEvent:
+            return
+        if isinstance(event, dict):  # no renderer configured: the logger takes the fields
+            self._logger.info(**event)
+        else:
+            self._logger.info(event)
 
 
 def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -211,7 +267,7 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
     redactor = Redactor(secrets)
     shared: list[Any] = [
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        Timestamp(),
         redact_secrets,
     ]
     if fmt == "console":

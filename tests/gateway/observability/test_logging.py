@@ -1,16 +1,19 @@
-"""The console log format: whatever a value holds, each event is one line and no value reaches the terminal
-as a control character."""
+"""Log lines: in the console format, whatever a value holds, each event is one line and no value reaches the
+terminal as a control character; timestamps and the access line's direct path write what structlog's
+bound loggers write."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 import structlog
 
-from gateway.observability.logging import Redactor, escape_controls
+from gateway.observability.logging import DirectInfo, Redactor, Timestamp, escape_controls
 from tests.support.entra import make_settings
 
 # The renderer's own colours (SGR sequences); anything else that is a control character came from a value.
@@ -73,3 +76,57 @@ def test_a_configured_secret_is_masked_in_its_escaped_form() -> None:
     """A configured secret holding a control character is still masked once the console escaped it."""
     secret = "pass\tword\x1b-with-controls"
     assert Redactor([secret])(f"url=db {escape_controls(secret)}!") == "url=db [redacted]!"
+
+
+def test_the_timestamp_is_written_as_structlogs_iso_utc_stamper() -> None:
+    """Each instant is written as `TimeStamper(fmt="iso", utc=True)` writes it, across and within seconds,
+    backwards in time, at a whole second and where the microseconds round up into the next second."""
+    instants = [
+        1767322645.678901,
+        1767322645.25,
+        1767322645.0,
+        1767322645.9999996,
+        1767322646.5,
+        1767322644.1,
+    ]
+    clock = iter(instants)
+    stamp = Timestamp(now=lambda: next(clock))
+    written = [stamp(None, "info", {})["timestamp"] for _ in instants]
+    assert written == [datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z") for t in instants]
+    assert written[2] == "2026-01-02T02:57:25Z"
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_a_direct_event_is_the_line_a_bound_logger_writes(
+    debug_logging: Callable[..., None], capfd: pytest.CaptureFixture[str], log_format: str
+) -> None:
+    """`DirectInfo` writes the line `log.info` writes for the same fields (timestamp aside), secrets masked."""
+    debug_logging(make_settings(log_format=log_format, log_level="info"))
+    secret = make_settings().livekit_api_secret
+    fields = {"request_id": "r1", "status": 200, "reason": None, "note": f"key {secret}", "token": "abc"}
+    structlog.get_logger("lkps.test").info("request", **fields)
+    DirectInfo()({**fields, "event": "request"})
+    lines = _console_lines(capfd)
+    assert len(lines) == 2
+    assert secret not in "".join(lines)
+    if log_format == "json":
+        bound, direct = (json.loads(line) for line in lines)
+        assert bound.pop("timestamp")
+        assert direct.pop("timestamp")
+        assert direct == bound
+        assert list(direct) == [*fields, "event", "level"]
+    else:
+        assert [line.split(" ", 1)[1] for line in lines] == [lines[0].split(" ", 1)[1]] * 2
+
+
+def test_direct_events_follow_the_configured_level_and_capture(
+    debug_logging: Callable[..., None], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """At level warning an info event is not written; under `capture_logs` it is captured as `log.info`'s."""
+    debug_logging(make_settings(log_level="warning"))
+    DirectInfo()({"request_id": "r1", "event": "request"})
+    assert capfd.readouterr().out == ""
+    debug_logging(make_settings(log_level="info"))
+    with structlog.testing.capture_logs() as captured:
+        DirectInfo()({"request_id": "r1", "event": "request"})
+    assert captured == [{"request_id": "r1", "event": "request", "log_level": "info"}]
