@@ -98,12 +98,13 @@ class Timestamp:
     (`2026-01-02T03:04:05.678901Z`, no fraction at a whole second), formatting the date and time once per
     second instead of building a `datetime` for every line."""
 
-    __slots__ = ("_now", "_prefix", "_second")
+    __slots__ = ("_now", "_second")
 
     def __init__(self, now: Callable[[], float] = time.time) -> None:
         self._now = now
-        self._second = -1
-        self._prefix = ""
+        # One attribute, replaced whole: a line logged on another thread never pairs a second with
+        # another second's text.
+        self._second: tuple[int, str] = (-1, "")
 
     def __call__(self, _: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         now = self._now()
@@ -111,10 +112,11 @@ class Timestamp:
         micros = round((now - second) * 1_000_000)  # rounded as `datetime.fromtimestamp` rounds
         if micros == 1_000_000:
             second, micros = second + 1, 0
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event_dict["timestamp"] = f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
+        cached, prefix = self._second
+        if second != cached:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, prefix)
+        event_dict["timestamp"] = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
         return event_dict
 
 
