@@ -42,10 +42,18 @@ class AgentChanges(Protocol):
 class RedisAgentChanges:
     """Publishes this replica's registry changes and applies the other replicas' (`run`)."""
 
-    def __init__(self, redis: Redis, registry: CollectorRegistry, channel: str = CHANNEL) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        registry: CollectorRegistry,
+        channel: str = CHANNEL,
+        resubscribe_seconds: float = RESUBSCRIBE_SECONDS,
+    ) -> None:
         self._redis = redis
         self._channel = channel
+        self._resubscribe_seconds = resubscribe_seconds
         self._writes = OrderedWrites("agent_change_announce_failed")
+        self._unavailable = False  # since the last failure, not subscribed again yet
         self._received = Counter(
             "lkps_agent_changes_received",
             "Registry changes announced by a replica (this one included) and applied to this replica's cache.",
@@ -68,15 +76,16 @@ class RedisAgentChanges:
         self._writes.later(self._publish(agent_app_id))
 
     async def run(self, forget: Forget) -> None:
-        """Apply announced changes until cancelled, resubscribing after any failure."""
+        """Apply announced changes until cancelled, resubscribing after any failure (logged once per
+        outage, not once per attempt)."""
         while True:
             try:
                 await self._listen(forget)
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                raise
             except Exception as exc:
-                log.warning("agent_changes_unavailable", error=type(exc).__name__)
-            await asyncio.sleep(RESUBSCRIBE_SECONDS)
+                if not self._unavailable:
+                    log.warning("agent_changes_unavailable", error=type(exc).__name__)
+                self._unavailable = True
+            await asyncio.sleep(self._resubscribe_seconds)
 
     async def flush(self) -> None:
         """Wait until every announcement queued so far was published (or failed)."""
@@ -100,6 +109,9 @@ class RedisAgentChanges:
                     # Whatever was announced while not subscribed is lost: nothing cached can be trusted.
                     self._subscriptions.inc()
                     forget(None)
+                    if self._unavailable:
+                        self._unavailable = False
+                        log.info("agent_changes_subscribed_again")
                 elif message["type"] == "message":
                     self._received.inc()
                     forget(message["data"].decode("utf-8", "replace"))

@@ -100,14 +100,35 @@ async def test_an_announcement_reaches_every_subscribed_replica(redis_url: str, 
 
 async def test_a_replica_forgets_everything_when_it_subscribes_again(redis_url: str, channel: str) -> None:
     """A subscription that was cut (announcements meanwhile are lost) is re-established, and the replica
-    then forgets every cached answer, as it did on its first subscription."""
+    then forgets every cached answer, as it did on its first subscription; the outage is one warning line
+    and its end one info line."""
     async with _subscribed(_changes(redis_url, channel)) as forgot:
         admin = Redis.from_url(redis_url)
-        try:
-            await admin.client_kill_filter(_type="pubsub")
-        finally:
-            await admin.aclose()
-        await forgot.until(lambda agents: agents == [None, None])
+        with structlog.testing.capture_logs() as logs:
+            try:
+                await admin.client_kill_filter(_type="pubsub")
+            finally:
+                await admin.aclose()
+            await forgot.until(lambda agents: agents == [None, None])
+    assert [line["event"] for line in logs] == ["agent_changes_unavailable", "agent_changes_subscribed_again"]
+
+
+async def test_an_outage_is_logged_once_however_often_subscribing_fails(channel: str) -> None:
+    """With Redis unreachable, a replica keeps trying to subscribe, and says so once."""
+    changes = RedisAgentChanges(
+        Redis.from_url("redis://127.0.0.1:1/0"), CollectorRegistry(), channel, resubscribe_seconds=0.01
+    )
+    told = _Told()
+    with structlog.testing.capture_logs() as logs:
+        listening = asyncio.ensure_future(changes.run(told))
+        await asyncio.sleep(0.3)  # about thirty attempts
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+    await changes.aclose()
+    assert [(line["event"], line["error"]) for line in logs] == [
+        ("agent_changes_unavailable", "ConnectionError")
+    ]
+    assert told.agents == []
 
 
 async def test_an_announcement_that_cannot_be_made_is_logged(channel: str) -> None:
