@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 import pytest
 from sqlalchemy import select
 
 from gateway.livekit_tokens import DEPARTURE_TIMEOUT_SECONDS, MAX_PARTICIPANTS
 from gateway.persistence.tables import sessions
+from gateway.session_start import new_session_id
 from tests.gateway.conftest import AGENT_ID, Gateway
 from tests.support.entra import SERVICE_CLIENT_ID, SERVICE_OID, SPA_CLIENT_ID, USER_OID
 from tests.support.livekit import verify_node, verify_python
@@ -312,3 +314,14 @@ class TestAuthentication:
         """An app token carrying only the agent role is not a client: 403."""
         await gateway.register_agent()
         assert_error(await gateway.start(gateway.agent_token()), 403, "forbidden")
+
+
+def test_session_ids_are_random_version_4_uuids() -> None:
+    """Each session id is the canonical text of an RFC 9562 version-4 UUID, its random digits all used."""
+    ids = [new_session_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    parsed = [uuid.UUID(session_id) for session_id in ids]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert [str(u) for u in parsed] == ids
+    assert {session_id[19] for session_id in ids} == set("89ab")  # the variant digit takes each value
+    assert {session_id[0] for session_id in ids} == set("0123456789abcdef")
