@@ -16,10 +16,11 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.agent_changes import RedisAgentChanges
-from gateway.persistence.agents import AgentRegistry, NewRegistration
+from gateway.persistence.agents import AgentRegistry
 from gateway.persistence.db import create_engine
 from tests.support.clock import FakeClock
 from tests.support.groups import skip_unless_available
+from tests.support.registrations import new_registration
 from tests.support.revocations import insert_revocation
 
 pytestmark = pytest.mark.anyio
@@ -157,7 +158,9 @@ async def test_a_revocation_on_one_replica_is_read_by_the_other_at_once(
     first = AgentRegistry(engine, clock, 600, first_changes)
     second = AgentRegistry(engine, clock, 600, second_changes)
     async with _subscribed(first_changes, first.forget), _subscribed(second_changes, second.forget) as told:
-        await first.register(_registration(), expires_at=int(clock.now()) + 3600)
+        await first.register(
+            new_registration(AGENT, enforce_client_authz=False), expires_at=int(clock.now()) + 3600
+        )
         await told.until(lambda agents: AGENT in agents)  # the registration's own announcement
         assert await second.active(AGENT) is not None
         async with engine.begin() as conn:
@@ -167,16 +170,3 @@ async def test_a_revocation_on_one_replica_is_read_by_the_other_at_once(
         assert await first.active(AGENT) is None
         await told.until(lambda agents: agents.count(AGENT) == 2)
         assert await second.active(AGENT) is None
-
-
-def _registration() -> NewRegistration:
-    return NewRegistration(
-        agent_app_id=AGENT,
-        tenant_id="0d0a8b5e-95a2-4b8b-9d0e-7d6c5b4a3f21",
-        requester_object_id="1c9a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
-        enforce_client_authz=False,
-        display_name="Agent",
-        description=None,
-        agent_version=None,
-        request_id="req-changes",
-    )

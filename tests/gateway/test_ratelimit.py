@@ -155,14 +155,21 @@ def replica(**limits: int) -> tuple[FakeBudgets, ReconciledRateLimitStore]:
     return shared, reconciled(shared, shared.clock, **limits)
 
 
+async def holding_answers(gcra: Gcra) -> tuple[FakeBudgets, ReconciledRateLimitStore]:
+    """A replica whose first request for "client" was charged in the shared store, which now holds its
+    answers: the next requests are decided from the replica's copy."""
+    shared, limiter = replica()
+    assert await limiter.acquire("client", gcra) == 0.0
+    shared.hold()
+    return shared, limiter
+
+
 class TestReconciled:
     async def test_a_key_in_use_is_decided_without_waiting_for_the_shared_store(self) -> None:
         """The first request for a key waits for the shared store; while its answers are recent, the next ones
         are answered from the replica's copy, the charge following in the background."""
-        shared, limiter = replica()
         gcra = Gcra(per_minute=60, burst=5)
-        assert await limiter.acquire("client", gcra) == 0.0
-        shared.hold()
+        shared, limiter = await holding_answers(gcra)
         assert await from_the_copy(limiter, gcra) == 0.0
         await until(lambda: shared.charges == 2, "its charge sent in the background")
         shared.release()
@@ -171,10 +178,8 @@ class TestReconciled:
     async def test_a_replica_counts_its_own_admissions_before_the_shared_store_answers(self) -> None:
         """Admissions from the copy are charged to the copy at once: with every charge still in flight, the
         replica refuses where the budget ends."""
-        shared, limiter = replica()
         gcra = Gcra(per_minute=60, burst=1)
-        assert await limiter.acquire("client", gcra) == 0.0
-        shared.hold()
+        shared, limiter = await holding_answers(gcra)
         assert await from_the_copy(limiter, gcra) == 0.0
         assert await from_the_copy(limiter, gcra) > 0
         shared.release()
@@ -183,10 +188,8 @@ class TestReconciled:
     async def test_an_answer_never_takes_back_admissions_still_in_flight(self) -> None:
         """An answer that predates this replica's later admissions (their charges still in flight) does not
         roll the copy back, so that part of the budget is not handed out twice."""
-        shared, limiter = replica()
         gcra = Gcra(per_minute=60, burst=2)
-        assert await limiter.acquire("client", gcra) == 0.0
-        shared.hold()
+        shared, limiter = await holding_answers(gcra)
         assert await from_the_copy(limiter, gcra) == 0.0
         await until(lambda: shared.held == 1, "its charge on the way")
         assert await from_the_copy(limiter, gcra) == 0.0  # charged in the next round trip

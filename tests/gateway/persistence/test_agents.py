@@ -20,6 +20,7 @@ from gateway.persistence.tables import agent_registrations
 from gateway.persistence.workers import WorkerStore
 from tests.support.callers import make_caller
 from tests.support.clock import FakeClock
+from tests.support.registrations import new_registration
 from tests.support.revocations import insert_revocation
 
 pytestmark = pytest.mark.anyio
@@ -34,16 +35,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 def _new(enforce: bool = True) -> NewRegistration:
-    return NewRegistration(
-        agent_app_id=AGENT,
-        tenant_id="0d0a8b5e-95a2-4b8b-9d0e-7d6c5b4a3f21",
-        requester_object_id="1c9a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
-        enforce_client_authz=enforce,
-        display_name="Agent",
-        description=None,
-        agent_version="1.2.3",
-        request_id="req-1",
-    )
+    return new_registration(AGENT, enforce_client_authz=enforce)
 
 
 def _count_selects(engine: AsyncEngine) -> list[str]:
